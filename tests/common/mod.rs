@@ -1,0 +1,29 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The `sweep` binary under test.
+pub fn sweep_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sweep"))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("coordinator/ sits in the repository root")
+        .to_path_buf()
+}
+
+/// The real DRY shipments handed to the project, beside the repository in `../shared/data`.
+pub fn real_dry_csv() -> PathBuf {
+    let path = repo_root().join("../shared/data/mdlz_dry_shipments.csv");
+    assert!(
+        path.exists(),
+        "the real data file {} is missing; it is handed out beside the repository",
+        path.display()
+    );
+    path
+}

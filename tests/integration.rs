@@ -6,6 +6,8 @@ mod common;
 
 // Data pipeline commands: calendar, features, check-leakage, bad input.
 mod data_cli;
+// The calendar command and the synthetic data generator.
+mod calendar_cli;
 // Standalone training and prediction.
 mod train_cli;
 // Spec validation, plan, embedded launch, resume and the leaderboard.

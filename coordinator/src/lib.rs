@@ -3,7 +3,12 @@
 
 pub mod cli;
 pub mod commands;
+pub mod engine;
+pub mod leaderboard;
 pub mod logging;
+pub mod nats;
+pub mod progress;
+pub mod store;
 
 use std::process::ExitCode;
 

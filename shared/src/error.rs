@@ -68,4 +68,12 @@ pub enum DataError {
     /// A polars operation failed.
     #[error("data frame operation failed: {0}")]
     Frame(String),
+    /// A pipeline setting is out of range.
+    #[error("{key}: {message}")]
+    Config {
+        /// The setting's path in the spec, e.g. `calendar.tet_holiday_span`.
+        key: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
 }

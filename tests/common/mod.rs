@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod nats_server;
+
 use std::path::PathBuf;
 
 /// The `sweep` binary under test.

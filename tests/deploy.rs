@@ -1410,11 +1410,16 @@ fn start_standalone(dir: &Path) -> NatsNode {
     node
 }
 
-async fn connect_as(url: &str, user: &str, password: &str) -> async_nats::Client {
+/// Connects as a deploy user to a comma-separated list of servers.
+async fn connect_as(urls: &str, user: &str, password: &str) -> async_nats::Client {
+    let addrs: Vec<async_nats::ServerAddr> = urls
+        .split(',')
+        .map(|url| url.parse().expect("a server URL"))
+        .collect();
     async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
-        .connect(url)
+        .connect(addrs)
         .await
-        .unwrap_or_else(|e| panic!("connecting to {url} as {user}: {e}"))
+        .unwrap_or_else(|e| panic!("connecting to {urls} as {user}: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1578,7 +1583,7 @@ async fn cluster_sweep_completes_every_trial_once_when_a_node_dies() {
     use async_nats::jetstream;
     use futures::StreamExt;
 
-    // Six small DRY trials on the built-in synthetic data: long enough that the node dies
+    // Eight small DRY trials on the built-in synthetic data: long enough that the node dies
     // while trials are still queued and running.
     let out = tempfile::tempdir().expect("temp dir");
     let spec = out.path().join("cluster.yaml");
@@ -1586,11 +1591,11 @@ async fn cluster_sweep_completes_every_trial_once_when_a_node_dies() {
         &spec,
         "name: deploy-cluster\n\
          data:\n  categories: [DRY]\n\
-         parameters:\n  hidden_size: 8\n  n_layers: 1\n  batch_size: 64\n  epochs: 3\n\
-         \x20 seed: [1, 2, 3, 4, 5, 6]\n",
+         parameters:\n  hidden_size: 8\n  n_layers: 1\n  batch_size: 64\n  epochs: 20\n\
+         \x20 seed: [1, 2, 3, 4, 5, 6, 7, 8]\n",
     )
     .expect("writing the spec");
-    let max_trials = 6;
+    let max_trials = 8;
     let mut cluster = Cluster::start();
     let urls = cluster.urls();
 
@@ -1640,7 +1645,15 @@ async fn cluster_sweep_completes_every_trial_once_when_a_node_dies() {
         .await
         .expect("subscribing to results");
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut launch = launch;
     while js.get_stream(protocol::TRIALS_STREAM).await.is_err() {
+        if let Some(status) = launch.try_wait().expect("polling sweep launch") {
+            let output = launch.wait_with_output().await.expect("launch output");
+            panic!(
+                "sweep launch exited ({status}) before creating the trial stream:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         assert!(
             Instant::now() < deadline,
             "the coordinator never created the trial stream"

@@ -376,7 +376,7 @@ fn three_workers_started_together_run_each_grid_point_once() {
 #[test]
 fn server_restart_mid_sweep_loses_nothing() {
     let mut server = NatsServer::start();
-    let trials: Vec<_> = (0..4).map(|n| trial("restart", n, "OREO", 2)).collect();
+    let trials: Vec<_> = (0..4).map(|n| trial("restart", n, "OREO", 12)).collect();
     let mut transport = transport(&server, "restart", trials.len());
     let _worker = WorkerProcess::start(&server, "survivor");
 
@@ -472,13 +472,13 @@ fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
-/// A three-point grid on the DRY category total: one epoch, hidden size 8.
-fn write_spec(dir: &Path, name: &str, seeds: &[u64]) -> std::path::PathBuf {
+/// A grid over seeds on the DRY category total, hidden size 8.
+fn write_spec(dir: &Path, name: &str, seeds: &[u64], epochs: usize) -> std::path::PathBuf {
     let seeds: Vec<String> = seeds.iter().map(u64::to_string).collect();
     let spec = format!(
         "name: {name}\n\
          data:\n  path: {}\n  categories: [DRY]\n\
-         parameters:\n  hidden_size: 8\n  n_layers: 1\n  epochs: 1\n  batch_size: 64\n  \
+         parameters:\n  hidden_size: 8\n  n_layers: 1\n  epochs: {epochs}\n  batch_size: 64\n  \
          seed: [{}]\n\
          retries: 1\n",
         real_dry_csv().display(),
@@ -509,7 +509,7 @@ fn launch(spec: &Path, out: &Path, nats: Option<&NatsServer>) -> Command {
 fn launch_over_nats_with_two_workers_matches_the_embedded_leaderboard() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), "same", &[1, 2, 3]);
+    let spec = write_spec(dir.path(), "same", &[1, 2, 3], 1);
     let embedded_out = dir.path().join("embedded");
     let nats_out = dir.path().join("nats");
 
@@ -553,7 +553,7 @@ fn launch_over_nats_with_two_workers_matches_the_embedded_leaderboard() {
 fn killed_coordinator_relaunch_completes_without_running_anything_twice() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), "phoenix", &[1, 2, 3, 4]);
+    let spec = write_spec(dir.path(), "phoenix", &[1, 2, 3, 4], 20);
     let out = dir.path().join("runs");
     let _worker = WorkerProcess::start(&server, "steady");
 
@@ -569,6 +569,8 @@ fn killed_coordinator_relaunch_completes_without_running_anything_twice() {
     }
     first.kill().unwrap();
     first.wait().unwrap();
+    let before = stored_results(&out, "phoenix").len();
+    assert!(before < 4, "the coordinator was killed mid-sweep ({before} of 4 stored)");
     let second = launch(&spec, &out, Some(&server)).output().unwrap();
 
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));

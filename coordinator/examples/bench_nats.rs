@@ -144,8 +144,11 @@ fn start_workers(url: &str, count: usize, slots: usize) -> Workers {
     )
 }
 
-fn trials(sweep: &str, count: usize, digest: &str) -> Vec<Dispatch> {
-    (0..count)
+/// Trials queued per `submit` call.
+const SUBMIT_CHUNK: usize = 10_000;
+
+fn trials(sweep: &str, first: usize, end: usize, digest: &str) -> Vec<Dispatch> {
+    (first..end)
         .map(|n| Dispatch {
             trial: TrialSpec {
                 trial_id: TrialId(format!("{n:08x}")),
@@ -181,10 +184,15 @@ fn run(url: &str, sweep: &str, count: usize, noop_ms: u64) -> Duration {
     )
     .expect("connecting to the benchmark's nats-server");
     transport.set_noop_ms(Some(noop_ms));
-    let dispatches = trials(sweep, count, transport.dataset_digest());
+    let digest = transport.dataset_digest().to_string();
 
+    // The plan is queued in chunks, as it is generated, so the benchmark's own copy of the plan
+    // does not dominate the memory it reports.
     let started = Instant::now();
-    transport.submit(dispatches).expect("queuing trials");
+    for first in (0..count).step_by(SUBMIT_CHUNK) {
+        let chunk = trials(sweep, first, count.min(first + SUBMIT_CHUNK), &digest);
+        transport.submit(chunk).expect("queuing trials");
+    }
     let mut done = HashSet::with_capacity(count);
     while done.len() < count {
         match transport.next_event(Duration::from_secs(30)).expect("transport failed") {

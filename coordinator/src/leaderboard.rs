@@ -225,7 +225,7 @@ impl Leaderboard {
                 Some(Value::String(s)) => s.clone(),
                 Some(v) => v.to_string(),
                 None if row.kind == RowKind::Baseline => String::new(),
-                None => "default".into(),
+                None => default_value(key),
             });
         }
         cells.extend([
@@ -313,7 +313,7 @@ impl Leaderboard {
                 fields.push(match row.params.get(key) {
                     Some(Value::String(s)) => s.clone(),
                     Some(v) => v.to_string(),
-                    None => String::new(),
+                    None => default_value(key),
                 });
             }
             for v in [
@@ -402,6 +402,17 @@ impl Leaderboard {
             self.markdown()
         );
         write("report.md", report)
+    }
+}
+
+/// The default of a hyperparameter as shown in tables (a trial's params omit defaults).
+pub fn default_value(key: &str) -> String {
+    let defaults = serde_json::to_value(shared::params::HyperParams::default())
+        .expect("hyperparameters serialise");
+    match defaults.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => String::new(),
     }
 }
 

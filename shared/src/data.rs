@@ -121,7 +121,11 @@ impl SeriesConfig {
         serde_path_to_error::deserialize(de).map_err(|err| {
             invalid(
                 path,
-                format!("key `{}`: {}; see `sweep check-leakage --help`", err.path(), err.inner()),
+                format!(
+                    "key `{}`: {}; see `sweep check-leakage --help`",
+                    err.path(),
+                    err.inner()
+                ),
             )
         })
     }
@@ -234,23 +238,26 @@ impl Shipments {
                 category_values: None,
             });
         };
-        let daily = brands.get(brand).filter(|_| !brand.is_empty()).ok_or_else(|| {
-            let known = self.brands(&key.category);
-            let message = if known.is_empty() {
-                format!(
-                    "unknown brand `{brand}`: the file has no brand column, so only the \
+        let daily = brands
+            .get(brand)
+            .filter(|_| !brand.is_empty())
+            .ok_or_else(|| {
+                let known = self.brands(&key.category);
+                let message = if known.is_empty() {
+                    format!(
+                        "unknown brand `{brand}`: the file has no brand column, so only the \
                      category total of `{}` exists; drop --brand or set data.columns.brand",
-                    key.category
-                )
-            } else {
-                format!(
-                    "unknown brand `{brand}` in category `{}`; brands present: {}",
-                    key.category,
-                    known.join(", ")
-                )
-            };
-            invalid(&self.source, message)
-        })?;
+                        key.category
+                    )
+                } else {
+                    format!(
+                        "unknown brand `{brand}` in category `{}`; brands present: {}",
+                        key.category,
+                        known.join(", ")
+                    )
+                };
+                invalid(&self.source, message)
+            })?;
         let offset = (daily.first - total.first).num_days() as usize;
         let category_values = total.values[offset..offset + daily.values.len()].to_vec();
         Ok(Series {
@@ -320,7 +327,11 @@ fn parse_rows(frame: &DataFrame, path: &Path, cfg: &DataConfig) -> Result<Parsed
             "the file has a header but no data rows; expected one row per day".into(),
         ));
     }
-    let found: Vec<String> = frame.get_column_names().iter().map(|c| c.to_string()).collect();
+    let found: Vec<String> = frame
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     let column = |name: &str| -> Result<&Column, DataError> {
         frame.column(name).map_err(|_| DataError::MissingColumn {
             path: path.to_path_buf(),
@@ -405,7 +416,11 @@ fn parse_rows(frame: &DataFrame, path: &Path, cfg: &DataConfig) -> Result<Parsed
     }
 
     if !bad_dates.is_empty() {
-        let listed = list_rows(bad_dates.iter().map(|(i, v)| format!("{} (`{v}`)", row_label(*i))));
+        let listed = list_rows(
+            bad_dates
+                .iter()
+                .map(|(i, v)| format!("{} (`{v}`)", row_label(*i))),
+        );
         let expected = match cfg.date_format {
             DateFormat::Auto => "YYYY-MM-DD or M/D/YYYY",
             DateFormat::Iso => "YYYY-MM-DD (data.date_format: iso)",
@@ -433,7 +448,11 @@ fn parse_rows(frame: &DataFrame, path: &Path, cfg: &DataConfig) -> Result<Parsed
         ));
     }
     if !negative.is_empty() {
-        let listed = list_rows(negative.iter().map(|&i| format!("{} ({})", row_label(i), volumes[i])));
+        let listed = list_rows(
+            negative
+                .iter()
+                .map(|&i| format!("{} ({})", row_label(i), volumes[i])),
+        );
         return Err(invalid(
             path,
             format!(
@@ -500,7 +519,10 @@ fn parse_volumes(column: &Column, path: &Path, name: &str) -> Result<Vec<f64>, D
         ));
     }
     if !bad.is_empty() {
-        let listed = list_rows(bad.iter().map(|(i, v)| format!("{} (`{v}`)", row_label(*i))));
+        let listed = list_rows(
+            bad.iter()
+                .map(|(i, v)| format!("{} (`{v}`)", row_label(*i))),
+        );
         return Err(invalid(
             path,
             format!(
@@ -555,7 +577,8 @@ fn aggregate(parsed: ParsedRows, source: PathBuf, rows: usize) -> Shipments {
             values[(row.day - first_day) as usize] += row.volume;
         }
         report.days_zero_filled += values.len() - present;
-        let first = NaiveDate::from_num_days_from_ce_opt(first_day).expect("parsed dates are valid");
+        let first =
+            NaiveDate::from_num_days_from_ce_opt(first_day).expect("parsed dates are valid");
         let daily = Daily { first, values };
         report.first_date = report.first_date.min(Some(first)).or(Some(first));
         report.last_date = report.last_date.max(Some(daily.last()));
@@ -593,8 +616,16 @@ impl<'a> Interner<'a> {
 
 /// The category total over all its brands, zero-filled over the union of their date ranges.
 fn category_total(brands: &BTreeMap<String, Daily>) -> Daily {
-    let first = brands.values().map(|d| d.first).min().expect("a category has a brand");
-    let last = brands.values().map(Daily::last).max().expect("a category has a brand");
+    let first = brands
+        .values()
+        .map(|d| d.first)
+        .min()
+        .expect("a category has a brand");
+    let last = brands
+        .values()
+        .map(Daily::last)
+        .max()
+        .expect("a category has a brand");
     let mut values = vec![0.0; (last - first).num_days() as usize + 1];
     for daily in brands.values() {
         let offset = (daily.first - first).num_days() as usize;
@@ -613,7 +644,10 @@ fn as_text(column: &Column, path: &Path) -> Result<Column, DataError> {
 
 fn is_parquet(path: &Path) -> bool {
     matches!(
-        path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("parquet" | "pq")
     )
 }
@@ -634,7 +668,10 @@ fn list_rows(labels: impl ExactSizeIterator<Item = String>) -> String {
 
 fn expected_columns(cfg: &DataConfig) -> String {
     let c = &cfg.columns;
-    format!("`{}`, `{}`, `{}`, `{}`", c.date, c.category, c.brand, c.volume)
+    format!(
+        "`{}`, `{}`, `{}`, `{}`",
+        c.date, c.category, c.brand, c.volume
+    )
 }
 
 fn invalid(path: &Path, message: String) -> DataError {
@@ -647,7 +684,9 @@ fn invalid(path: &Path, message: String) -> DataError {
 fn read_error(path: &Path, format: &str, err: PolarsError) -> DataError {
     DataError::Read {
         path: path.to_path_buf(),
-        message: format!("cannot parse as {format}: {err}; check the file is a valid {format} file"),
+        message: format!(
+            "cannot parse as {format}: {err}; check the file is a valid {format} file"
+        ),
     }
 }
 
@@ -680,8 +719,8 @@ mod tests {
     const HEADER: &str = "ACTUALSHIPDATE,CATEGORY,BRAND,Total CBM\n";
 
     fn real_dry() -> Shipments {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/mdlz_dry_shipments.csv");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
         load_file(&path, &DataConfig::default()).unwrap()
     }
 
@@ -691,14 +730,19 @@ mod tests {
         assert_eq!(parse_date("2024-02-03", DateFormat::Auto), Some(day));
         assert_eq!(parse_date("2/3/2024", DateFormat::Auto), Some(day));
         assert_eq!(parse_date("02/03/2024", DateFormat::Mdy), Some(day));
-        assert_eq!(parse_date("2024-02-03 00:00:00", DateFormat::Iso), Some(day));
+        assert_eq!(
+            parse_date("2024-02-03 00:00:00", DateFormat::Iso),
+            Some(day)
+        );
         assert_eq!(parse_date("2/3/2024", DateFormat::Iso), None);
         assert_eq!(parse_date("2024-02-30", DateFormat::Auto), None);
     }
 
     #[test]
     fn same_day_duplicates_are_summed_and_counted() {
-        let text = format!("{HEADER}2024-01-01,DRY,OREO,1.5\n1/1/2024,DRY,OREO,2\n2024-01-02,DRY,OREO,1\n");
+        let text = format!(
+            "{HEADER}2024-01-01,DRY,OREO,1.5\n1/1/2024,DRY,OREO,2\n2024-01-02,DRY,OREO,1\n"
+        );
         let shipments = load(&text).unwrap();
         let series = shipments.series(&key("DRY", Some("OREO"))).unwrap();
         assert_eq!(series.values, vec![3.5, 1.0]);
@@ -708,7 +752,8 @@ mod tests {
 
     #[test]
     fn missing_days_are_zero_filled_and_counted() {
-        let text = format!("{HEADER}2024-01-01,DRY,OREO,1\n2024-01-04,DRY,OREO,2\n2024-01-02,DRY,LU,5\n");
+        let text =
+            format!("{HEADER}2024-01-01,DRY,OREO,1\n2024-01-04,DRY,OREO,2\n2024-01-02,DRY,LU,5\n");
         let shipments = load(&text).unwrap();
         let oreo = shipments.series(&key("DRY", Some("OREO"))).unwrap();
         assert_eq!(oreo.values, vec![1.0, 0.0, 0.0, 2.0]);
@@ -724,12 +769,17 @@ mod tests {
         let message = error("DATE,CATEGORY,BRAND,Total CBM\n2024-01-01,DRY,OREO,1\n");
         assert!(message.contains("ship.csv"), "{message}");
         assert!(message.contains("`ACTUALSHIPDATE`"), "{message}");
-        assert!(message.contains("DATE, CATEGORY, BRAND, Total CBM"), "{message}");
+        assert!(
+            message.contains("DATE, CATEGORY, BRAND, Total CBM"),
+            "{message}"
+        );
     }
 
     #[test]
     fn unparsable_date_names_row_and_value() {
-        let message = error(&format!("{HEADER}2024-01-01,DRY,OREO,1\n2024-13-01,DRY,OREO,1\n"));
+        let message = error(&format!(
+            "{HEADER}2024-01-01,DRY,OREO,1\n2024-13-01,DRY,OREO,1\n"
+        ));
         assert!(message.contains("row 2 (line 3)"), "{message}");
         assert!(message.contains("`2024-13-01`"), "{message}");
         assert!(message.contains("YYYY-MM-DD or M/D/YYYY"), "{message}");
@@ -738,35 +788,64 @@ mod tests {
     #[test]
     fn empty_and_non_numeric_volumes_name_their_rows() {
         let empty = error(&format!("{HEADER}2024-01-01,DRY,OREO,\n"));
-        assert!(empty.contains("empty volume") && empty.contains("row 1 (line 2)"), "{empty}");
-        let text = error(&format!("{HEADER}2024-01-01,DRY,OREO,1\n2024-01-02,DRY,OREO,abc\n"));
-        assert!(text.contains("not a number") && text.contains("row 2 (line 3) (`abc`)"), "{text}");
+        assert!(
+            empty.contains("empty volume") && empty.contains("row 1 (line 2)"),
+            "{empty}"
+        );
+        let text = error(&format!(
+            "{HEADER}2024-01-01,DRY,OREO,1\n2024-01-02,DRY,OREO,abc\n"
+        ));
+        assert!(
+            text.contains("not a number") && text.contains("row 2 (line 3) (`abc`)"),
+            "{text}"
+        );
     }
 
     #[test]
     fn negative_volume_follows_the_configured_policy() {
         let text = format!("{HEADER}2024-01-01,DRY,OREO,-2\n2024-01-02,DRY,OREO,3\n");
         let message = error(&text);
-        assert!(message.contains("negative volume") && message.contains("row 1 (line 2)"), "{message}");
+        assert!(
+            message.contains("negative volume") && message.contains("row 1 (line 2)"),
+            "{message}"
+        );
         assert!(message.contains("negative_volume"), "{message}");
 
         let mut cfg = DataConfig::default();
         cfg.negative_volume = NegativeVolume::Clip;
         let clipped = load_bytes(text.as_bytes(), "ship.csv", &cfg).unwrap();
-        assert_eq!(clipped.series(&key("DRY", None)).unwrap().values, vec![0.0, 3.0]);
+        assert_eq!(
+            clipped.series(&key("DRY", None)).unwrap().values,
+            vec![0.0, 3.0]
+        );
         assert_eq!(clipped.report().negative_rows_clipped, 1);
         cfg.negative_volume = NegativeVolume::Keep;
         let kept = load_bytes(text.as_bytes(), "ship.csv", &cfg).unwrap();
-        assert_eq!(kept.series(&key("DRY", None)).unwrap().values, vec![-2.0, 3.0]);
+        assert_eq!(
+            kept.series(&key("DRY", None)).unwrap().values,
+            vec![-2.0, 3.0]
+        );
     }
 
     #[test]
     fn unknown_category_and_brand_list_those_present() {
-        let shipments = load(&format!("{HEADER}2024-01-01,DRY,OREO,1\n2024-01-01,DRY,LU,1\n")).unwrap();
+        let shipments = load(&format!(
+            "{HEADER}2024-01-01,DRY,OREO,1\n2024-01-01,DRY,LU,1\n"
+        ))
+        .unwrap();
         let category = shipments.series(&key("WET", None)).unwrap_err().to_string();
-        assert!(category.contains("`WET`") && category.contains("DRY"), "{category}");
-        let brand = shipments.series(&key("DRY", Some("RITZ"))).unwrap_err().to_string();
-        assert!(brand.contains("`RITZ`") && brand.contains("LU, OREO"), "{brand}");
+        assert!(
+            category.contains("`WET`") && category.contains("DRY"),
+            "{category}"
+        );
+        let brand = shipments
+            .series(&key("DRY", Some("RITZ")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            brand.contains("`RITZ`") && brand.contains("LU, OREO"),
+            "{brand}"
+        );
     }
 
     #[test]
@@ -778,10 +857,17 @@ mod tests {
     #[test]
     fn file_without_brand_column_is_category_level() {
         let shipments =
-            load("ACTUALSHIPDATE,CATEGORY,Total CBM\n2024-01-01,DRY,1\n2024-01-02,DRY,2\n").unwrap();
+            load("ACTUALSHIPDATE,CATEGORY,Total CBM\n2024-01-01,DRY,1\n2024-01-02,DRY,2\n")
+                .unwrap();
         assert!(shipments.brands("DRY").is_empty());
-        assert_eq!(shipments.series(&key("DRY", None)).unwrap().values, vec![1.0, 2.0]);
-        let brand = shipments.series(&key("DRY", Some("OREO"))).unwrap_err().to_string();
+        assert_eq!(
+            shipments.series(&key("DRY", None)).unwrap().values,
+            vec![1.0, 2.0]
+        );
+        let brand = shipments
+            .series(&key("DRY", Some("OREO")))
+            .unwrap_err()
+            .to_string();
         assert!(brand.contains("no brand column"), "{brand}");
     }
 
@@ -814,7 +900,10 @@ mod tests {
         assert_eq!(cfg.target_transform, TargetTransform::Log1p);
         assert!(matches!(cfg.pipeline().split, SplitConfig::Dates { .. }));
         let err = SeriesConfig::from_yaml("window: {inptu: 3}\n", Path::new("p.yaml")).unwrap_err();
-        assert!(err.to_string().contains("window") && err.to_string().contains("inptu"), "{err}");
+        assert!(
+            err.to_string().contains("window") && err.to_string().contains("inptu"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -824,8 +913,14 @@ mod tests {
         assert_eq!(shipments.brands("DRY").len(), 8);
         let series = shipments.series(&key("DRY", None)).unwrap();
         assert_eq!(series.values.len(), 1095);
-        assert_eq!(series.dates[0], NaiveDate::from_ymd_opt(2023, 1, 1).unwrap());
-        assert_eq!(series.dates[1094], NaiveDate::from_ymd_opt(2025, 12, 30).unwrap());
+        assert_eq!(
+            series.dates[0],
+            NaiveDate::from_ymd_opt(2023, 1, 1).unwrap()
+        );
+        assert_eq!(
+            series.dates[1094],
+            NaiveDate::from_ymd_opt(2025, 12, 30).unwrap()
+        );
         assert_eq!(shipments.report().rows, 8023);
     }
 
@@ -836,7 +931,11 @@ mod tests {
         assert_eq!(lu.dates[0].year(), 2025);
         assert_eq!(shipments.report().days_zero_filled, 6);
         let category = lu.category_values.as_ref().unwrap();
-        assert!(lu.values.iter().zip(category).all(|(b, c)| b <= &(c + 1e-9)));
+        assert!(lu
+            .values
+            .iter()
+            .zip(category)
+            .all(|(b, c)| b <= &(c + 1e-9)));
     }
 
     #[test]
@@ -855,6 +954,9 @@ mod tests {
         let sunday = mean_of(chrono::Weekday::Sun);
         let wednesday = mean_of(chrono::Weekday::Wed);
         assert!(sunday < 100.0, "Sunday mean {sunday}");
-        assert!(wednesday > 5.0 * sunday, "Wednesday {wednesday} vs Sunday {sunday}");
+        assert!(
+            wednesday > 5.0 * sunday,
+            "Wednesday {wednesday} vs Sunday {sunday}"
+        );
     }
 }

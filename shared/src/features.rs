@@ -22,8 +22,8 @@
 //! | `lunar_month`, `lunar_day`, `days_until_tet`, `days_until_mid_autumn` | Vietnamese lunar calendar; days to the next Tet day / Mid-Autumn day on or after `t` |
 //!
 //! The statistical columns are one polars lazy query per series: shifted rolling means with
-//! `min_periods` 1, cumulative sums and counts, and per-weekday cumulative sums (`over` the
-//! weekday). Calendar columns depend on the date alone (known in advance, so not leakage); they
+//! `min_periods` 1, shifted cumulative sums, and per-weekday cumulative sums (`over` the
+//! weekday); the past-day counts follow from the days being consecutive. Calendar columns depend on the date alone (known in advance, so not leakage); they
 //! come from the [`Calendar`] in one sweep over the dates, because lunar dates and holiday
 //! distances are lookups polars cannot express.
 //!
@@ -165,7 +165,11 @@ pub fn compute_reference(series: &Series, calendar: &Calendar) -> Result<Feature
             past_mean(t, 30),
             if m14.abs() <= ZERO { 1.0 } else { m3 / m14 },
             weekday_avg,
-            if t == 0 { 0.0 } else { category_past / t as f64 },
+            if t == 0 {
+                0.0
+            } else {
+                category_past / t as f64
+            },
             if category_past.abs() <= ZERO {
                 0.0
             } else {
@@ -202,6 +206,10 @@ fn statistical_columns(series: &Series) -> Result<Vec<FeatureColumn>, DataError>
         .map(|d| d.weekday().num_days_from_monday())
         .unwrap_or(0);
     let dow: Vec<u32> = (0..n as u32).map(|i| (first_dow + i) % 7).collect();
+    // The days are consecutive, so day t has t past days and t / 7 past days of its weekday;
+    // these counts are structure, not data, and are passed in rather than grouped for.
+    let past_days: Vec<f64> = (0..n).map(|t| t as f64).collect();
+    let past_weekdays: Vec<f64> = (0..n).map(|t| (t / 7) as f64).collect();
     let category = series.category_values.as_deref().unwrap_or(&series.values);
     let frame = DataFrame::new(
         n,
@@ -209,6 +217,8 @@ fn statistical_columns(series: &Series) -> Result<Vec<FeatureColumn>, DataError>
             Column::new("volume".into(), &series.values),
             Column::new("category".into(), category),
             Column::new("dow".into(), dow),
+            Column::new("past_days".into(), past_days),
+            Column::new("past_weekdays".into(), past_weekdays),
         ],
     )
     .map_err(polars_error)?;
@@ -225,48 +235,41 @@ fn statistical_columns(series: &Series) -> Result<Vec<FeatureColumn>, DataError>
             .shift(lit(1))
             .fill_null(lit(0.0))
     };
-    // Sum and count of the days before t (within the weekday group when `over` is applied).
+    // Sum of the days before t (within the weekday group when `over` is applied).
     let past_sum = |name: &str| col(name).cum_sum(false).shift(lit(1)).fill_null(lit(0.0));
-    let past_count = |name: &str| {
-        col(name)
-            .cum_count(false)
-            .shift(lit(1))
-            .fill_null(lit(0))
-            .cast(DataType::Float64)
-    };
     let ratio_or = |num: polars::prelude::Expr, den: polars::prelude::Expr, fallback: f64| {
         when(den.clone().gt(lit(ZERO)).or(den.clone().lt(lit(-ZERO))))
             .then(num / den)
             .otherwise(lit(fallback))
     };
-    let weekday_sum = past_sum("volume").over([col("dow")]).map_err(polars_error)?;
-    let weekday_count = past_count("volume").over([col("dow")]).map_err(polars_error)?;
+    let weekday_sum = past_sum("volume")
+        .over([col("dow")])
+        .map_err(polars_error)?;
 
     let mut exprs = vec![
         col("volume"),
         past_mean(7).alias(STATISTICAL_NAMES[1]),
         past_mean(30).alias(STATISTICAL_NAMES[2]),
         ratio_or(past_mean(3), past_mean(14), 1.0).alias(STATISTICAL_NAMES[3]),
-        ratio_or(weekday_sum, weekday_count, 0.0).alias(STATISTICAL_NAMES[4]),
-        ratio_or(past_sum("category"), past_count("category"), 0.0).alias(STATISTICAL_NAMES[5]),
+        ratio_or(weekday_sum, col("past_weekdays"), 0.0).alias(STATISTICAL_NAMES[4]),
+        ratio_or(past_sum("category"), col("past_days"), 0.0).alias(STATISTICAL_NAMES[5]),
     ];
     if series.category_values.is_some() {
         exprs.push(
             ratio_or(past_sum("volume"), past_sum("category"), 0.0).alias(STATISTICAL_NAMES[6]),
         );
     }
-    let out = frame
-        .lazy()
-        .select(exprs)
-        .collect()
-        .map_err(polars_error)?;
+    let out = frame.lazy().select(exprs).collect().map_err(polars_error)?;
 
     out.columns()
         .iter()
         .map(|column| {
             let values = column
                 .cast(&DataType::Float64)
-                .and_then(|c| c.f64().map(|f| f.iter().map(|v| v.unwrap_or(f64::NAN)).collect()))
+                .and_then(|c| {
+                    c.f64()
+                        .map(|f| f.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+                })
                 .map_err(polars_error)?;
             Ok(FeatureColumn {
                 name: column.name().to_string(),
@@ -332,6 +335,13 @@ fn calendar_columns(dates: &[NaiveDate], calendar: &Calendar) -> Vec<FeatureColu
     let mut tet = YearlyDays::new(tet_day);
     let mut autumn = YearlyDays::new(mid_autumn);
     let mut lunar = solar_to_lunar(first);
+    // Encodings of each month, day of month and weekday, computed once instead of per day.
+    let cyclic = |period: usize, slots: usize| -> Vec<(f64, f64)> {
+        (0..slots)
+            .map(|i| (2.0 * PI * i as f64 / period as f64).sin_cos())
+            .collect()
+    };
+    let (months, days, weekdays) = (cyclic(12, 12), cyclic(31, 31), cyclic(7, 7));
 
     for (i, &date) in dates.iter().enumerate() {
         // Lunar months have 29 or 30 days, so up to day 28 the next day is simply day + 1;
@@ -364,18 +374,19 @@ fn calendar_columns(dates: &[NaiveDate], calendar: &Calendar) -> Vec<FeatureColu
             .unwrap_or(HOLIDAY_DISTANCE_CAP)
             .min(HOLIDAY_DISTANCE_CAP);
 
-        let month = date.month0() as f64;
-        let day = date.day0() as f64;
+        let month = months[date.month0() as usize];
+        let day = days[date.day0() as usize];
         let dow = date.weekday().num_days_from_monday();
+        let weekday = weekdays[dow as usize];
         let days_left = (days_in_month(date) - date.day()) as f64;
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let row = [
-            (2.0 * PI * month / 12.0).sin(),
-            (2.0 * PI * month / 12.0).cos(),
-            (2.0 * PI * day / 31.0).sin(),
-            (2.0 * PI * day / 31.0).cos(),
-            (2.0 * PI * dow as f64 / 7.0).sin(),
-            (2.0 * PI * dow as f64 / 7.0).cos(),
+            month.0,
+            month.1,
+            day.0,
+            day.1,
+            weekday.0,
+            weekday.1,
             flag(until_holiday == 0.0),
             until_holiday,
             since_holiday,
@@ -571,8 +582,8 @@ mod tests {
     }
 
     fn real(brand: Option<&str>) -> Series {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/mdlz_dry_shipments.csv");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
         let shipments = crate::data::load_file(&path, &DataConfig::default()).unwrap();
         shipments
             .series(&SeriesKey {
@@ -600,14 +611,20 @@ mod tests {
     #[test]
     fn statistical_features_use_only_past_days() {
         // 2024-01-01 is a Monday.
-        let frame = compute(&series(&[2.0, 4.0, 6.0, 0.0, 0.0, 0.0, 0.0, 8.0]), &Calendar::vietnam())
-            .unwrap();
+        let frame = compute(
+            &series(&[2.0, 4.0, 6.0, 0.0, 0.0, 0.0, 0.0, 8.0]),
+            &Calendar::vietnam(),
+        )
+        .unwrap();
         let col = |name| frame.column(name).unwrap().to_vec();
         assert_eq!(col("rolling_mean_7d_expanding")[..3], [0.0, 2.0, 3.0]);
         assert_eq!(col("rolling_mean_7d_expanding")[7], 12.0 / 7.0);
         assert_eq!(col("momentum_3d_vs_14d_expanding")[0], 1.0);
         assert_eq!(col("momentum_3d_vs_14d_expanding")[2], 3.0 / 3.0);
-        assert_eq!(col("weekday_avg_expanding"), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]);
+        assert_eq!(
+            col("weekday_avg_expanding"),
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0]
+        );
         assert_eq!(col("category_avg_expanding")[3], 4.0);
         assert!(frame.column("brand_tier_expanding").is_none());
     }
@@ -619,7 +636,10 @@ mod tests {
         // Monday 2024-01-01 .. Sunday 2024-01-07.
         assert_eq!(col("Is_Monday")[..7], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(col("is_weekend")[..7], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
-        assert_eq!(col("weekday_volume_tier")[..7], [0.0, 1.0, 3.0, 1.0, 2.0, 0.0, 0.0]);
+        assert_eq!(
+            col("weekday_volume_tier")[..7],
+            [0.0, 1.0, 3.0, 1.0, 2.0, 0.0, 0.0]
+        );
         assert_eq!(col("is_EOM")[27..], [0.0, 1.0, 1.0, 1.0]);
         assert_eq!(col("days_until_month_end")[30], 0.0);
         assert_eq!(col("day_of_week_sin")[0], 0.0);
@@ -634,7 +654,10 @@ mod tests {
             let fast = compute(&s, &calendar).unwrap();
             let slow = compute_reference(&s, &calendar).unwrap();
             assert_frames_match(&fast, &slow);
-            assert_eq!(fast.column("brand_tier_expanding").is_some(), brand.is_some());
+            assert_eq!(
+                fast.column("brand_tier_expanding").is_some(),
+                brand.is_some()
+            );
         }
     }
 
@@ -644,7 +667,10 @@ mod tests {
         assert_eq!(frame.temporal_columns().unwrap().len(), 4);
         assert_eq!(frame.static_columns().unwrap().len(), 17);
         assert_eq!(frame.columns().len(), 6 + CALENDAR_FEATURES.len());
-        assert!(frame.columns().iter().all(|c| c.values.iter().all(|v| v.is_finite())));
+        assert!(frame
+            .columns()
+            .iter()
+            .all(|c| c.values.iter().all(|v| v.is_finite())));
         // New Year's Day is a public holiday.
         let new_year = frame
             .dates

@@ -4,8 +4,8 @@
 //! check reports PASS or FAIL and, on failure, the first offending feature (or sample) and date:
 //!
 //! - `no_lookahead`: the features are recomputed on the series cut at several days (the first
-//!   sample origin, the middle of the training span, the last training and the last validation
-//!   day); on every day up to the cut they must equal the full computation. A feature that reads
+//!   sample origin, the last training day and the last validation day); on every day up to the
+//!   cut they must equal the full computation. A feature that reads
 //!   a later day changes when the series is cut, and is named with the first date it differs.
 //! - `finite_features`: no NaN or infinity in the feature frame or the sample buffers.
 //! - `no_window_overlap`: each sample's input days end before its first target day, its targets
@@ -76,7 +76,13 @@ impl LeakageReport {
 
     /// A plain-text table: check, PASS/FAIL, detail.
     pub fn table(&self) -> String {
-        let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(5).max(5);
+        let width = self
+            .checks
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         let mut out = format!("{:width$}  result  detail\n", "check");
         for c in &self.checks {
             let result = if c.passed { "PASS" } else { "FAIL" };
@@ -113,7 +119,7 @@ pub fn check_with(
     let dataset = samples::build_from_frame(series, &frame, calendar, cfg, transform, spans)?;
 
     let first_origin = cfg.window.input + cfg.window.gap;
-    let mut cuts = vec![first_origin, spans.train_end / 2, spans.train_end, spans.val_end];
+    let mut cuts = vec![first_origin, spans.train_end, spans.val_end];
     cuts.sort_unstable();
     cuts.dedup();
     let mut train_frame = None;
@@ -153,7 +159,9 @@ fn truncate(series: &Series, cut: usize) -> Series {
 }
 
 fn same(a: f64, b: f64) -> bool {
-    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= TOLERANCE * a.abs().max(b.abs()).max(1.0)
+    a == b
+        || (a.is_nan() && b.is_nan())
+        || (a - b).abs() <= TOLERANCE * a.abs().max(b.abs()).max(1.0)
 }
 
 /// The earliest difference between full and truncated features over all cuts.
@@ -168,20 +176,27 @@ impl Lookahead {
     fn compare(&mut self, full: &FeatureFrame, cut_frame: &FeatureFrame, cut: usize) {
         for column in full.columns() {
             let Some(truncated) = cut_frame.column(&column.name) else {
-                self.missing
-                    .get_or_insert_with(|| format!("feature `{}` is missing when cut", column.name));
+                self.missing.get_or_insert_with(|| {
+                    format!("feature `{}` is missing when cut", column.name)
+                });
                 continue;
             };
             if truncated.len() != cut + 1 {
                 self.missing.get_or_insert_with(|| {
-                    format!("feature `{}` has {} rows for {} days", column.name, truncated.len(), cut + 1)
+                    format!(
+                        "feature `{}` has {} rows for {} days",
+                        column.name,
+                        truncated.len(),
+                        cut + 1
+                    )
                 });
                 continue;
             }
             let hit = (0..=cut).find(|&i| !same(column.values[i], truncated[i]));
             if let Some(i) = hit {
                 if self.first.as_ref().is_none_or(|f| i < f.0) {
-                    self.first = Some((i, column.name.clone(), column.values[i], truncated[i], cut));
+                    self.first =
+                        Some((i, column.name.clone(), column.values[i], truncated[i], cut));
                 }
             }
         }
@@ -192,15 +207,17 @@ impl Lookahead {
         let failure = if let Some(message) = &self.missing {
             Some(message.clone())
         } else {
-            self.first.as_ref().map(|(i, name, full_value, cut_value, cut)| {
-                format!(
+            self.first
+                .as_ref()
+                .map(|(i, name, full_value, cut_value, cut)| {
+                    format!(
                     "feature `{name}` on {} is {full_value} on the full series but {cut_value} \
                      when the series ends {}: it reads days after {}",
                     date(*i),
                     date(*cut),
                     date(*i)
                 )
-            })
+                })
         };
         let cut_dates: Vec<String> = cuts.iter().map(|&c| date(c).to_string()).collect();
         match failure {
@@ -228,11 +245,18 @@ fn finite_features(frame: &FeatureFrame, dataset: &Dataset) -> CheckResult {
         }
     }
     if let Some((i, feature, value)) = first {
-        return fail(name, format!("feature `{feature}` is {value} on {}", frame.dates[i]));
+        return fail(
+            name,
+            format!("feature `{feature}` is {value} on {}", frame.dates[i]),
+        );
     }
     for (split, set) in splits(dataset) {
         let buffers: [(&str, &[f32], usize); 3] = [
-            ("x_temporal", &set.x_temporal, set.input_len * set.temporal_dim),
+            (
+                "x_temporal",
+                &set.x_temporal,
+                set.input_len * set.temporal_dim,
+            ),
             ("x_static", &set.x_static, set.static_dim),
             ("y", &set.y, set.horizon),
         ];
@@ -280,14 +304,21 @@ fn no_window_overlap(
             let last_input = origin.checked_sub(window.gap + 1);
             let last_target = origin + set.horizon - 1;
             if last_input.is_none_or(|d| d >= origin) || origin < window.input + window.gap {
-                return fail(name, format!("{split} sample {date}: inputs reach its targets"));
+                return fail(
+                    name,
+                    format!("{split} sample {date}: inputs reach its targets"),
+                );
             }
             if origin < lo || last_target > hi {
                 return fail(
                     name,
                     format!(
                         "{split} sample {date}: targets through {} leave the {split} span",
-                        series.dates.get(last_target).map(|d| d.to_string()).unwrap_or_default()
+                        series
+                            .dates
+                            .get(last_target)
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
                     ),
                 );
             }
@@ -336,7 +367,10 @@ fn correct_gap(
             if (date - last_input).num_days() != window.gap as i64 + 1 {
                 return fail(
                     name,
-                    format!("{split} sample {date}: last input day {last_input} is not {} days before", window.gap + 1),
+                    format!(
+                        "{split} sample {date}: last input day {last_input} is not {} days before",
+                        window.gap + 1
+                    ),
                 );
             }
             let x = &set.x_temporal[k * window.input * td..(k + 1) * window.input * td];
@@ -358,7 +392,11 @@ fn correct_gap(
             }
             let s = &set.x_static[k * set.static_dim..(k + 1) * set.static_dim];
             for (j, column) in statics.iter().enumerate() {
-                let day = if statistical[j] { origin - window.gap } else { origin };
+                let day = if statistical[j] {
+                    origin - window.gap
+                } else {
+                    origin
+                };
                 if !close(s[j], scaled(&dataset.static_scaler, j, column[day])) {
                     return fail(
                         name,
@@ -424,18 +462,29 @@ fn scaler_train_only(
 ) -> CheckResult {
     let name = "scaler_train_only";
     let train_end = train_series.dates[spans.train_end];
-    let (Ok(temporal), Ok(statics)) = (train_frame.temporal_columns(), train_frame.static_columns())
+    let (Ok(temporal), Ok(statics)) =
+        (train_frame.temporal_columns(), train_frame.static_columns())
     else {
         return fail(name, "the feature frame lacks a model input feature".into());
     };
     let refits = [
         (
             &dataset.temporal_scaler,
-            samples::fit_features(&train_frame.temporal_names, &temporal, train_series, spans.train_end),
+            samples::fit_features(
+                &train_frame.temporal_names,
+                &temporal,
+                train_series,
+                spans.train_end,
+            ),
         ),
         (
             &dataset.static_scaler,
-            samples::fit_features(&train_frame.static_names, &statics, train_series, spans.train_end),
+            samples::fit_features(
+                &train_frame.static_names,
+                &statics,
+                train_series,
+                spans.train_end,
+            ),
         ),
     ];
     for (fitted, refit) in &refits {
@@ -461,7 +510,8 @@ fn scaler_train_only(
         }
     }
     let target = samples::fit_target(&train_series.values, transform);
-    if !same(target.mean, dataset.target_scaler.mean) || !same(target.std, dataset.target_scaler.std)
+    if !same(target.mean, dataset.target_scaler.mean)
+        || !same(target.std, dataset.target_scaler.std)
     {
         return fail(
             name,
@@ -470,7 +520,10 @@ fn scaler_train_only(
     }
     pass(
         name,
-        format!("feature and target scalers fitted on {} .. {train_end}", train_series.dates[0]),
+        format!(
+            "feature and target scalers fitted on {} .. {train_end}",
+            train_series.dates[0]
+        ),
     )
 }
 
@@ -509,8 +562,8 @@ mod tests {
     use crate::dataset::SeriesKey;
 
     fn real(brand: Option<&str>) -> Series {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/mdlz_dry_shipments.csv");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
         crate::data::load_file(&path, &DataConfig::default())
             .unwrap()
             .series(&SeriesKey {
@@ -555,8 +608,13 @@ mod tests {
 
     #[test]
     fn real_dry_passes_every_check_with_the_dated_split() {
-        let report =
-            check(&real(None), &Calendar::vietnam(), &dated_split(), TargetTransform::None).unwrap();
+        let report = check(
+            &real(None),
+            &Calendar::vietnam(),
+            &dated_split(),
+            TargetTransform::None,
+        )
+        .unwrap();
         assert!(report.passed(), "{}", report.table());
         let names: Vec<&str> = report.checks.iter().map(|c| c.name).collect();
         assert_eq!(names, CHECKS);
@@ -566,8 +624,13 @@ mod tests {
     fn brand_series_with_fraction_split_and_gap_passes() {
         let mut cfg = PipelineConfig::default();
         cfg.window.gap = 3;
-        let report = check(&real(Some("LU")), &Calendar::vietnam(), &cfg, TargetTransform::Log1p)
-            .unwrap();
+        let report = check(
+            &real(Some("LU")),
+            &Calendar::vietnam(),
+            &cfg,
+            TargetTransform::Log1p,
+        )
+        .unwrap();
         assert!(report.passed(), "{}", report.table());
     }
 
@@ -584,7 +647,11 @@ mod tests {
         assert!(!report.passed());
         let failure = report.first_failure().unwrap();
         assert_eq!(failure.name, "no_lookahead");
-        assert!(failure.detail.contains("`weekday_avg_expanding`"), "{}", failure.detail);
+        assert!(
+            failure.detail.contains("`weekday_avg_expanding`"),
+            "{}",
+            failure.detail
+        );
         assert!(failure.detail.contains("2023-01-01"), "{}", failure.detail);
         assert!(report.table().contains("FAIL"));
     }

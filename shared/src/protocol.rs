@@ -73,16 +73,16 @@ pub fn trial_key_prefix(sweep: &str) -> String {
     format!("trials.{sweep}.")
 }
 
-/// `Nats-Msg-Id` of a trial publication: trial id, attempt and the sweep's generation, so a
-/// repeated publication of the same attempt is dropped by the stream's duplicate window while a
-/// relaunch after `sweep cancel` (a new generation) queues it again.
-pub fn trial_msg_id(trial_id: &TrialId, attempt: u32, generation: u32) -> String {
-    format!("{trial_id}.a{attempt}.g{generation}")
+/// `Nats-Msg-Id` of a trial publication: sweep, trial id, attempt and the sweep's generation, so
+/// a repeated publication of the same attempt is dropped by the stream's duplicate window while
+/// a relaunch after `sweep cancel` (a new generation) queues it again.
+pub fn trial_msg_id(sweep: &str, trial_id: &TrialId, attempt: u32, generation: u32) -> String {
+    format!("{sweep}.{trial_id}.a{attempt}.g{generation}")
 }
 
-/// `Nats-Msg-Id` of a result: trial id and attempt, the result's identity.
-pub fn result_msg_id(trial_id: &TrialId, attempt: u32) -> String {
-    format!("{trial_id}.a{attempt}")
+/// `Nats-Msg-Id` of a result: sweep, trial id and attempt, the result's identity.
+pub fn result_msg_id(sweep: &str, trial_id: &TrialId, attempt: u32) -> String {
+    format!("{sweep}.{trial_id}.a{attempt}")
 }
 
 /// Object name of one weights file of a trial.
@@ -423,13 +423,23 @@ mod tests {
         }
     }
 
+    // Regression: two sweeps with equal trial ids shared message ids, so the second sweep's
+    // trials were dropped as duplicates.
+    #[test]
+    fn message_ids_differ_per_sweep() {
+        let id = TrialId("00000000".into());
+
+        assert_ne!(trial_msg_id("a", &id, 1, 1), trial_msg_id("b", &id, 1, 1));
+        assert_ne!(result_msg_id("a", &id, 1), result_msg_id("b", &id, 1));
+    }
+
     #[test]
     fn message_ids_differ_per_attempt() {
         let id = TrialId("abc".into());
 
-        assert_ne!(result_msg_id(&id, 1), result_msg_id(&id, 2));
-        assert_ne!(trial_msg_id(&id, 1, 1), trial_msg_id(&id, 2, 1));
-        assert_ne!(trial_msg_id(&id, 1, 1), trial_msg_id(&id, 1, 2));
+        assert_ne!(result_msg_id("s", &id, 1), result_msg_id("s", &id, 2));
+        assert_ne!(trial_msg_id("s", &id, 1, 1), trial_msg_id("s", &id, 2, 1));
+        assert_ne!(trial_msg_id("s", &id, 1, 1), trial_msg_id("s", &id, 1, 2));
         assert_eq!(trials_subject("s"), "sweep.trials.s");
         assert_eq!(trial_key("s", &id), "trials.s.abc");
     }

@@ -333,7 +333,8 @@ impl Inputs<'_> {
         let start = origin - window.gap - window.input;
         for day in start..start + window.input {
             for (j, column) in self.temporal.iter().enumerate() {
-                set.x_temporal.push(scale(self.temporal_scaler, j, column[day]));
+                set.x_temporal
+                    .push(scale(self.temporal_scaler, j, column[day]));
             }
         }
         for (j, column) in self.statics.iter().enumerate() {
@@ -364,10 +365,7 @@ pub fn fit_features(
     series: &Series,
     train_end: usize,
 ) -> FeatureScaler {
-    let (mean, std) = columns
-        .iter()
-        .map(|c| mean_std(&c[..=train_end]))
-        .unzip();
+    let (mean, std) = columns.iter().map(|c| mean_std(&c[..=train_end])).unzip();
     FeatureScaler {
         names: names.to_vec(),
         mean,
@@ -426,8 +424,8 @@ mod tests {
     use crate::dataset::SeriesKey;
 
     fn real(brand: Option<&str>) -> Series {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/mdlz_dry_shipments.csv");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
         crate::data::load_file(&path, &DataConfig::default())
             .unwrap()
             .series(&SeriesKey {
@@ -505,10 +503,18 @@ mod tests {
         let mut s = real(None);
         s.dates.truncate(200);
         s.values.truncate(200);
-        let err = build(&s, &Calendar::vietnam(), &PipelineConfig::default(), TargetTransform::None)
-            .unwrap_err();
+        let err = build(
+            &s,
+            &Calendar::vietnam(),
+            &PipelineConfig::default(),
+            TargetTransform::None,
+        )
+        .unwrap_err();
         let needed = min_days(&WindowConfig::default(), &SplitConfig::default());
-        assert!(err.to_string().contains(&format!("at least {needed}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("at least {needed}")),
+            "{err}"
+        );
         assert!(needed > 200 && needed <= 400, "{needed}");
         let mut fits = real(None);
         fits.dates.truncate(needed);

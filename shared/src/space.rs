@@ -344,7 +344,7 @@ impl ParamSpace {
 pub fn canonical_params(
     params: &BTreeMap<String, Value>,
 ) -> Result<BTreeMap<String, Value>, ParamError> {
-    let typed = HyperParams::from_map(params)?;
+    let typed = HyperParams::from_map(params).map_err(|err| name_culprit(params, err))?;
     let full = serde_json::to_value(&typed).expect("hyperparameters serialise");
     let default = serde_json::to_value(HyperParams::default()).expect("hyperparameters serialise");
     let (Value::Object(full), Value::Object(default)) = (full, default) else {
@@ -369,6 +369,27 @@ pub fn trial_id(sweep: &str, series: &SeriesKey, canonical: &BTreeMap<String, Va
     hasher.update(serde_json::to_string(canonical).expect("json values serialise").as_bytes());
     let digest = hasher.finalize();
     TrialId(hex::encode(&digest[..8]))
+}
+
+/// A type error of the whole map may not say which key it is about; trying each key alone
+/// finds it, so the message can name the YAML path.
+fn name_culprit(params: &BTreeMap<String, Value>, err: ParamError) -> ParamError {
+    match &err {
+        ParamError::Invalid { key, .. } if !HyperParams::KEYS.contains(&key.as_str()) => params
+            .iter()
+            .find_map(|(k, v)| {
+                let alone = BTreeMap::from([(k.clone(), v.clone())]);
+                HyperParams::from_map(&alone).err().map(|e| match e {
+                    ParamError::Invalid { message, .. } => ParamError::Invalid {
+                        key: k.clone(),
+                        message,
+                    },
+                    other => other,
+                })
+            })
+            .unwrap_or(err),
+        _ => err,
+    }
 }
 
 fn float_pair(args: &Value) -> Option<(f64, f64)> {
@@ -564,6 +585,16 @@ mod tests {
                 assert_eq!(distinct.len(), points.len());
             }
         }
+    }
+
+    #[test]
+    fn type_error_names_the_offending_key() {
+        let map = BTreeMap::from([
+            ("hidden_size".to_string(), json!(8)),
+            ("loss".to_string(), json!("huber")),
+        ]);
+        let err = canonical_params(&map).unwrap_err();
+        assert!(matches!(err, ParamError::Invalid { ref key, .. } if key == "loss"), "{err}");
     }
 
     #[test]

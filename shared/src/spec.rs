@@ -78,8 +78,9 @@ pub struct SweepSpec {
     /// Input window, horizon and gap. Default 30 / 30 / 0.
     #[serde(default)]
     pub window: WindowConfig,
-    /// Chronological split. Default fractions 0.7 / 0.1 / 0.2.
-    #[serde(default)]
+    /// Chronological split. Default fractions 0.7 / 0.1 / 0.2. Written as a one-key map,
+    /// `{fractions: {train, val, test}}` or `{dates: {train_end, val_end}}`, or with a YAML tag.
+    #[serde(default, deserialize_with = "split_from_map")]
     pub split: SplitConfig,
     /// Calendar. Default Vietnamese holidays.
     #[serde(default)]
@@ -112,6 +113,18 @@ pub struct SpecSource {
     pub file: PathBuf,
     /// Its text.
     pub text: String,
+}
+
+/// The YAML deserializer reads enums only from tags (`!dates`); a spec may also write the
+/// variant as a one-key map, which goes through JSON's enum representation.
+fn split_from_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SplitConfig, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    serde_json::from_value(value).map_err(|err| {
+        de::Error::custom(format!(
+            "{err}; write `split: {{fractions: {{train: 0.7, val: 0.1, test: 0.2}}}}` or \
+             `split: {{dates: {{train_end: 2024-06-30, val_end: 2024-12-31}}}}`"
+        ))
+    })
 }
 
 fn default_retries() -> u32 {
@@ -916,6 +929,14 @@ mod tests {
         let text = "name: demo\ndata:\n  categories: [DRY]\noverrides:\n  DYR:\n    parameters: {}\n";
         let err = parse(text).unwrap_err();
         assert!(err.to_string().contains("did you mean `DRY`?"), "{err}");
+    }
+
+    #[test]
+    fn split_is_read_from_a_one_key_map() {
+        let spec = parse("name: demo\nsplit:\n  dates:\n    train_end: 2024-06-30\n    val_end: 2024-10-31\n").unwrap();
+        assert!(matches!(spec.split, SplitConfig::Dates { .. }));
+        let err = parse("name: demo\nsplit:\n  date:\n    train_end: 2024-06-30\n").unwrap_err();
+        assert_eq!(err.yaml_path(), Some("split"));
     }
 
     #[test]

@@ -7,14 +7,15 @@
 //!
 //! | category | brands | daily level (CBM, category) | seasonality |
 //! |---|---|---|---|
-//! | DRY | 3 | about 530 | pre-Tet surge to about 2.5x |
+//! | DRY | 3 | about 530 | pre-Tet surge to about 2.3x |
 //! | FRESH | 2 | about 260 | mild pre-Tet surge, summer dip |
 //! | TET | 3 | about 40 outside the season | rises over the 45 days before Tet to about 1,000 |
 //! | MOONCAKE | 2 | zero outside lunar months 6-8 | rises to a few hundred just before Mid-Autumn |
 //!
 //! Every category: Sundays near zero, Wednesday and Friday peaks, Saturday lighter, a shutdown
-//! from two days before Tet day through four days after, other public holidays near zero, a
-//! surge over the last three days of each month, slow growth, and multiplicative noise. Brands
+//! from two days before Tet day through four days after, other public holidays near zero, slow
+//! growth and multiplicative noise; all but MOONCAKE also surge over the last three days of each
+//! month (a seasonal surge and the month end do not stack: the larger applies). Brands
 //! split the category volume by fixed shares with their own noise; about one brand-day in ten
 //! ships nothing.
 //!
@@ -151,7 +152,7 @@ fn season_factor(category: &str, date: NaiveDate) -> f64 {
         "DRY" => {
             // Stores stock up over the three weeks before the shutdown.
             let surge = if (3..=21).contains(&until) {
-                1.0 + 1.5 * (21 - until) as f64 / 18.0
+                1.0 + 1.3 * (21 - until) as f64 / 18.0
             } else {
                 1.0
             };
@@ -170,7 +171,7 @@ fn season_factor(category: &str, date: NaiveDate) -> f64 {
         "TET" => {
             // Gift boxes: a ramp over the 45 days before Tet, peaking about ten days before.
             if (3..=45).contains(&until) {
-                let peak = 25.0 * (-((until as f64 - 10.0) / 12.0).powi(2)).exp();
+                let peak = 18.0 * (-((until as f64 - 10.0) / 12.0).powi(2)).exp();
                 1.0 + peak
             } else {
                 restart * 0.8
@@ -195,8 +196,8 @@ fn mooncake_level(date: NaiveDate) -> f64 {
         // After the festival: leftovers only.
         return 8.0;
     }
-    // From about 10 CBM at the start of month 6 to about 320 four days before the festival.
-    let peak = 320.0 * (-((until as f64 - 4.0) / 14.0).powi(2)).exp();
+    // From about 10 CBM at the start of month 6 to about 270 four days before the festival.
+    let peak = 260.0 * (-((until as f64 - 4.0) / 14.0).powi(2)).exp();
     (10.0 + peak).min(400.0)
 }
 
@@ -224,23 +225,27 @@ pub fn generate_csv(seed: u64, start: NaiveDate, end: NaiveDate) -> Vec<u8> {
             calendar.is_holiday(date) && days_until_tet(date) > 2 && days_since_tet(date) > 4;
 
         for category in &CATEGORIES {
-            // MOONCAKE has no base level: its season factor is the volume itself.
+            // MOONCAKE has no base level: its season factor is the volume itself, and its
+            // festival rush outweighs any month end. Elsewhere the month-end push and a seasonal
+            // surge do not stack (trucks and stock are the limit), so the larger one applies.
             let season = season_factor(category.name, date);
-            let level = if category.base > 0.0 {
-                category.base * season * growth
-            } else {
+            let level = if category.name == "MOONCAKE" {
                 season
+            } else if season > 1.0 {
+                category.base * growth * season.max(month_end)
+            } else {
+                category.base * growth * season * month_end
             };
-            let mut volume = level * weekday_factor(date.weekday()) * month_end;
+            let mut volume = level * weekday_factor(date.weekday());
             if holiday {
                 volume *= 0.05;
             }
-            volume *= rng.noise(0.25);
+            volume *= rng.noise(0.2);
 
             for &(brand, share) in category.brands {
                 // Draw every random number whatever the branch, so one brand's zero day does
                 // not shift the sequence of the others.
-                let brand_noise = rng.noise(0.35);
+                let brand_noise = rng.noise(0.25);
                 let skip = rng.uniform() < 0.08;
                 let value = if skip || volume <= 0.0 {
                     0.0
@@ -374,13 +379,19 @@ mod tests {
             }
 
             let dry = series(&totals, "DRY");
+            // Working days only: the window may hold one Sunday or two.
+            let working = |d: &NaiveDate| d.weekday() != Weekday::Sun;
             let before = mean(
                 dry.iter()
-                    .filter(|(d, _)| (3..=10).contains(&(tet - *d).num_days()))
+                    .filter(|(d, _)| working(d) && (3..=10).contains(&(tet - *d).num_days()))
                     .map(|x| x.1),
             );
-            let year_mean = mean(dry.iter().filter(|(d, _)| d.year() == year).map(|x| x.1));
-            assert!(before > 1.5 * year_mean, "{year}: {before} vs {year_mean}");
+            let year_mean = mean(
+                dry.iter()
+                    .filter(|(d, _)| working(d) && d.year() == year)
+                    .map(|x| x.1),
+            );
+            assert!(before > 1.3 * year_mean, "{year}: {before} vs {year_mean}");
         }
     }
 

@@ -50,15 +50,15 @@ fn unwrap<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
 #[derive(Debug, Clone)]
 pub struct RecurrenceState<B: Backend> {
     /// Gate activations i, f, g, o of every step, `[T, B, 4H]`.
-    acts: FloatTensor<B>,
+    pub acts: FloatTensor<B>,
     /// Cell states, `[T, B, H]`.
-    cells: FloatTensor<B>,
+    pub cells: FloatTensor<B>,
     /// Hidden states, `[T, B, H]`.
-    hiddens: FloatTensor<B>,
+    pub hiddens: FloatTensor<B>,
     /// Initial hidden state, `[B, H]`.
-    h0: FloatTensor<B>,
+    pub h0: FloatTensor<B>,
     /// Recurrent weights, `[H, 4H]`.
-    w_hh: FloatTensor<B>,
+    pub w_hh: FloatTensor<B>,
 }
 
 /// Runs the recurrence and keeps what the backward pass needs. Returns `(hiddens, state)`.
@@ -161,21 +161,21 @@ pub fn backward_from_state<B: Backend>(
 #[derive(Debug)]
 struct Recurrence;
 
-impl<B: Backend> Backward<B, 3> for Recurrence {
+impl<B: LstmBackend> Backward<B, 3> for Recurrence {
     type State = RecurrenceState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let (dxp, dh0, dw_hh) = backward_from_state::<B>(ops.state, wrap(grad));
+        let [dxp, dh0, dw_hh] = B::lstm_backward(ops.state, grad);
         let [xp_node, h0_node, w_node] = ops.parents;
         if let Some(node) = xp_node {
-            grads.register::<B>(node.id, unwrap(dxp));
+            grads.register::<B>(node.id, dxp);
         }
         if let Some(node) = h0_node {
-            grads.register::<B>(node.id, unwrap(dh0));
+            grads.register::<B>(node.id, dh0);
         }
         if let Some(node) = w_node {
-            grads.register::<B>(node.id, unwrap(dw_hh));
+            grads.register::<B>(node.id, dw_hh);
         }
     }
 }
@@ -194,8 +194,8 @@ impl<B: LstmBackend, C: CheckpointStrategy> LstmBackend for Autodiff<B, C> {
         match prep {
             OpsKind::Tracked(prep) => {
                 let (hiddens, state) =
-                    forward_with_state::<B>(wrap(xp.primitive), wrap(h0.primitive), wrap(w_hh.primitive));
-                prep.finish(state, unwrap(hiddens))
+                    B::lstm_forward_saving(xp.primitive, h0.primitive, w_hh.primitive);
+                prep.finish(state, hiddens)
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::lstm_recurrence(xp.primitive, h0.primitive, w_hh.primitive))
@@ -251,5 +251,29 @@ mod tests {
             .unwrap()
             .into_data()
             .assert_approx_eq::<f32>(&h0.grad(&g2).unwrap().into_data(), Tolerance::absolute(1e-4));
+    }
+
+    #[test]
+    fn generic_state_path_matches_cpu_kernel() {
+        use crate::device::CpuBackend;
+        type Cpu = CpuBackend;
+
+        let (xp, h0, w) = inputs(5);
+        let (xp, h0, w) = (xp.inner(), h0.inner(), w.inner());
+        let grad = Tensor::<Cpu, 3>::random([5, 3, 4], Distribution::Normal(0.0, 1.0), &xp.device());
+
+        let (h_generic, state) = forward_with_state::<Cpu>(xp.clone(), h0.clone(), w.clone());
+        let (dxp, dh0, dw) = backward_from_state::<Cpu>(state, grad.clone());
+        let (h_kernel, state) =
+            Cpu::lstm_forward_saving(unwrap(xp), unwrap(h0), unwrap(w));
+        let [kxp, kh0, kw] = Cpu::lstm_backward(state, unwrap(grad));
+
+        let close = |a: burn::tensor::TensorData, b: burn::tensor::TensorData| {
+            a.assert_approx_eq::<f32>(&b, Tolerance::absolute(1e-5))
+        };
+        close(h_generic.into_data(), wrap::<Cpu, 3>(h_kernel).into_data());
+        close(dxp.into_data(), wrap::<Cpu, 3>(kxp).into_data());
+        close(dh0.into_data(), wrap::<Cpu, 2>(kh0).into_data());
+        close(dw.into_data(), wrap::<Cpu, 2>(kw).into_data());
     }
 }

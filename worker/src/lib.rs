@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod baselines;
+pub mod cpu_kernel;
 pub mod device;
 pub mod error;
 pub mod forecast;

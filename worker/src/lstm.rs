@@ -7,15 +7,18 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
+use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
 use rand::rngs::StdRng;
 
+use crate::cpu_kernel;
+use crate::fused::{self, RecurrenceState};
 use crate::init::{self, Dropout};
 
 /// A backend that can run the LSTM recurrence as one operation.
 ///
-/// The default method composes ordinary tensor operations (correct on every backend);
-/// the autodiff backend overrides it with a fused forward and a hand-written backward.
+/// The default methods compose ordinary tensor operations (correct on every backend); the
+/// CPU backend overrides them with a fused kernel on plain buffers, and the autodiff backend
+/// records the whole recurrence as one node whose backward pass is [`Self::lstm_backward`].
 pub trait LstmBackend: Backend {
     /// Runs the recurrence of one LSTM layer.
     ///
@@ -36,12 +39,106 @@ pub trait LstmBackend: Backend {
             .into_primitive()
             .tensor()
     }
+
+    /// The recurrence, keeping what [`Self::lstm_backward`] needs.
+    fn lstm_forward_saving(
+        xp: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, RecurrenceState<Self>) {
+        let (hiddens, state) = fused::forward_with_state::<Self>(
+            Tensor::from_primitive(TensorPrimitive::Float(xp)),
+            Tensor::from_primitive(TensorPrimitive::Float(h0)),
+            Tensor::from_primitive(TensorPrimitive::Float(w_hh)),
+        );
+        (hiddens.into_primitive().tensor(), state)
+    }
+
+    /// Gradients of `[xp, h0, w_hh]` from the gradient of the hidden states `[T, B, H]`.
+    fn lstm_backward(
+        state: RecurrenceState<Self>,
+        grad_hiddens: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let (dxp, dh0, dw) = fused::backward_from_state::<Self>(
+            state,
+            Tensor::from_primitive(TensorPrimitive::Float(grad_hiddens)),
+        );
+        [
+            dxp.into_primitive().tensor(),
+            dh0.into_primitive().tensor(),
+            dw.into_primitive().tensor(),
+        ]
+    }
 }
 
-impl LstmBackend for burn::backend::NdArray<f32> {}
+type Cpu = burn::backend::NdArray<f32>;
 
-#[cfg(feature = "cuda")]
-impl LstmBackend for burn::backend::Cuda<f32> {}
+fn to_vec<const D: usize>(tensor: FloatTensor<Cpu>) -> (Vec<f32>, [usize; D]) {
+    let tensor = Tensor::<Cpu, D>::from_primitive(TensorPrimitive::Float(tensor));
+    let dims = tensor.dims();
+    let values = tensor
+        .into_data()
+        .into_vec::<f32>()
+        .expect("the CPU backend holds f32");
+    (values, dims)
+}
+
+fn from_vec<const D: usize>(values: Vec<f32>, dims: [usize; D]) -> FloatTensor<Cpu> {
+    Tensor::<Cpu, D>::from_data(TensorData::new(values, dims), &Default::default())
+        .into_primitive()
+        .tensor()
+}
+
+impl LstmBackend for Cpu {
+    fn lstm_recurrence(xp: FloatTensor<Self>, h0: FloatTensor<Self>, w_hh: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::lstm_forward_saving(xp, h0, w_hh).0
+    }
+
+    fn lstm_forward_saving(
+        xp: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, RecurrenceState<Self>) {
+        let (xp, [steps, batch, four_h]) = to_vec::<3>(xp);
+        let hidden = four_h / 4;
+        let (h0, _) = to_vec::<2>(h0);
+        let (w_hh, _) = to_vec::<2>(w_hh);
+        let saved = cpu_kernel::forward(&xp, h0, w_hh, steps, batch, hidden);
+        let state = RecurrenceState {
+            acts: from_vec(saved.acts, [steps, batch, four_h]),
+            cells: from_vec(saved.cells, [steps, batch, hidden]),
+            hiddens: from_vec(saved.hiddens.clone(), [steps, batch, hidden]),
+            h0: from_vec(saved.h0, [batch, hidden]),
+            w_hh: from_vec(saved.w_hh, [hidden, four_h]),
+        };
+        (from_vec(saved.hiddens, [steps, batch, hidden]), state)
+    }
+
+    fn lstm_backward(
+        state: RecurrenceState<Self>,
+        grad_hiddens: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let (acts, [steps, batch, four_h]) = to_vec::<3>(state.acts);
+        let hidden = four_h / 4;
+        let saved = cpu_kernel::Saved {
+            steps,
+            batch,
+            hidden,
+            acts,
+            cells: to_vec::<3>(state.cells).0,
+            hiddens: to_vec::<3>(state.hiddens).0,
+            h0: to_vec::<2>(state.h0).0,
+            w_hh: to_vec::<2>(state.w_hh).0,
+        };
+        let (grad, _) = to_vec::<3>(grad_hiddens);
+        let (dxp, dh0, dw) = cpu_kernel::backward(&saved, &grad);
+        [
+            from_vec(dxp, [steps, batch, four_h]),
+            from_vec(dh0, [batch, hidden]),
+            from_vec(dw, [hidden, four_h]),
+        ]
+    }
+}
 
 /// The recurrence written with ordinary tensor operations: the reference the fused operation
 /// is tested against, and the forward pass of backends without a fused one.

@@ -20,7 +20,10 @@ pub fn run(args: CalendarArgs) -> anyhow::Result<ExitCode> {
     let from = parse_day("--from", &args.from)?;
     let to = parse_day("--to", &args.to)?;
     if to < from {
-        bail!("--to {to} is before --from {from}; give the first day with --from and the last with --to");
+        bail!(
+            "--to {to} is before --from {from}; give the first day with --from and the last \
+             with --to"
+        );
     }
 
     let rows = rows_between(from, to);
@@ -101,7 +104,10 @@ fn render_table(rows: &[Row]) -> String {
         ]);
     }
 
-    format!("{table}\nLunar dates are YYYY-MM-DD of the Vietnamese lunar calendar (UTC+7); L marks a leap month.\n")
+    format!(
+        "{table}\nLunar dates are YYYY-MM-DD of the Vietnamese lunar calendar (UTC+7); L marks a \
+         leap month.\n"
+    )
 }
 
 fn render_csv(rows: &[Row]) -> String {

@@ -46,7 +46,7 @@ pub fn load_series(args: &SeriesArgs) -> anyhow::Result<LoadedSeries> {
     let series = shipments
         .series(&key)
         .with_context(|| format!("selecting series {key}"))?;
-    tracing::info!(
+    tracing::debug!(
         series = %key,
         days = series.values.len(),
         duplicates = shipments.report().duplicate_rows_summed,
@@ -82,14 +82,29 @@ pub fn run(args: SeriesArgs) -> anyhow::Result<ExitCode> {
         } else {
             Cell::new("FAIL").fg(Color::Red)
         };
-        table.add_row(vec![Cell::new(check.name), result, Cell::new(&check.detail)]);
+        table.add_row(vec![
+            Cell::new(check.name),
+            result,
+            Cell::new(&check.detail),
+        ]);
     }
-    let first = series.dates.first().map(|d| d.to_string()).unwrap_or_default();
-    let last = series.dates.last().map(|d| d.to_string()).unwrap_or_default();
+    let first = series
+        .dates
+        .first()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    let last = series
+        .dates
+        .last()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
     let verdict = if report.passed() {
         "all checks passed".to_string()
     } else {
-        format!("{} failed", report.first_failure().map(|c| c.name).unwrap_or("a check"))
+        format!(
+            "{} failed",
+            report.first_failure().map(|c| c.name).unwrap_or("a check")
+        )
     };
     let text = format!(
         "series {}: {} days, {first} .. {last}\n{table}\n{verdict}\n",

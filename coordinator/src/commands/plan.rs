@@ -38,7 +38,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             row.push(match trial.params.get(key) {
                 Some(Value::String(s)) => s.clone(),
                 Some(v) => v.to_string(),
-                None => "default".into(),
+                None => crate::leaderboard::default_value(key),
             });
         }
         table.add_row(row);

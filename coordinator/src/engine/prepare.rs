@@ -23,8 +23,10 @@ pub enum PrepareError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// The data file does not exist.
-    #[error("{}: the data file does not exist; fix data.path in the spec or pass --data FILE", path.display())]
+    #[error("{origin}: {}: the data file does not exist; fix the path or pass --data FILE", path.display())]
     MissingData {
+        /// Where the path was given: `--data`, or the spec file and `data.path`.
+        origin: String,
         /// The path as given.
         path: PathBuf,
     },
@@ -88,13 +90,17 @@ pub fn read_data(
     spec: &SweepSpec,
     data_override: Option<&Path>,
 ) -> Result<(Vec<u8>, String), PrepareError> {
+    let origin = match data_override {
+        Some(_) => "--data".to_string(),
+        None => format!("{}: `data.path`", spec.source.file.display()),
+    };
     let path = data_override
         .map(Path::to_path_buf)
         .or_else(|| spec.data.path.clone());
     match path {
         Some(path) => {
             if !path.exists() {
-                return Err(PrepareError::MissingData { path });
+                return Err(PrepareError::MissingData { origin, path });
             }
             let bytes = std::fs::read(&path).map_err(|err| DataError::Read {
                 path: path.clone(),

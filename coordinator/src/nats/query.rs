@@ -204,7 +204,7 @@ pub async fn retry_failed(session: &Session, sweep: &str) -> Result<Vec<TrialId>
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
-            protocol::trial_msg_id(&result.trial_id, attempt, record.generation).as_str(),
+            protocol::trial_msg_id(sweep, &result.trial_id, attempt, record.generation).as_str(),
         );
         session
             .js

@@ -38,6 +38,9 @@ use crate::engine::transport::{Dispatch, Transport, TransportError, TransportEve
 
 /// Publications in flight at once while submitting.
 const SUBMIT_CONCURRENCY: usize = 256;
+/// Events buffered for the engine. Results beyond it wait in JetStream (unacked), so memory
+/// stays flat while the engine is busy, for instance queuing 100,000 trials.
+const EVENT_BUFFER: usize = 1024;
 
 /// What the coordinator records for a sweep before queuing its trials.
 #[derive(Debug, Clone)]
@@ -68,7 +71,7 @@ pub struct NatsTransport {
     data: DataConfig,
     generation: u32,
     noop_ms: Option<u64>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: mpsc::Receiver<Event>,
     tasks: Vec<JoinHandle<()>>,
     workers_stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<Result<WorkerExit, NatsError>>>,
@@ -87,7 +90,7 @@ impl NatsTransport {
             Ok::<_, NatsError>((session, digest, generation))
         })?;
 
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let tasks = runtime.block_on(async {
             let follower = follow_results(&session, &upload.sweep, tx.clone()).await?;
             let progress = follow_progress(&session, &upload.sweep, tx.clone()).await?;
@@ -183,7 +186,7 @@ impl NatsTransport {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
-            protocol::trial_msg_id(&trial_id, dispatch.attempt, self.generation).as_str(),
+            protocol::trial_msg_id(&self.sweep, &trial_id, dispatch.attempt, self.generation).as_str(),
         );
         let ack = self
             .session
@@ -332,7 +335,7 @@ async fn record_manifest(
 async fn follow_results(
     session: &Session,
     sweep: &str,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
 ) -> Result<JoinHandle<()>, NatsError> {
     let name = protocol::results_consumer(sweep);
     // A fresh consumer replays everything: the engine drops what it already has.
@@ -344,7 +347,7 @@ async fn follow_results(
             filter_subject: protocol::results_subject(sweep),
             deliver_policy: DeliverPolicy::All,
             ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(10),
+            ack_wait: Duration::from_secs(30),
             max_ack_pending: 10_000,
             ..Default::default()
         })
@@ -372,13 +375,14 @@ async fn follow_results(
                 };
                 match ResultMessage::decode(&message.payload) {
                     Ok(result) => {
-                        if tx.send(Ok(TransportEvent::Finished(result.result))).is_err() {
+                        let event = Ok(TransportEvent::Finished(result.result));
+                        if tx.send(event).await.is_err() {
                             return;
                         }
                     }
                     Err(err) => warn!(error = %err, "ignoring a malformed result"),
                 }
-                // Without the ack the result is delivered again after 10 s; harmless but slow.
+                // Without the ack the result is delivered again after 30 s; harmless but slow.
                 let _ = message.ack().await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -390,7 +394,7 @@ async fn follow_results(
 async fn follow_progress(
     session: &Session,
     sweep: &str,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
 ) -> Result<JoinHandle<()>, NatsError> {
     let mut subscriber = session
         .client
@@ -415,7 +419,8 @@ async fn follow_progress(
                     report,
                 },
             };
-            if tx.send(Ok(event)).is_err() {
+            // Progress is best effort: dropped when the engine is behind.
+            if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Ok(event)) {
                 return;
             }
         }
@@ -426,7 +431,7 @@ async fn follow_progress(
 async fn watch_cancel(
     session: &Session,
     sweep: &str,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
 ) -> Result<JoinHandle<()>, NatsError> {
     let mut watch = session
         .state
@@ -439,9 +444,11 @@ async fn watch_cancel(
             let Ok(entry) = entry else { continue };
             if let Ok(manifest) = SweepManifest::decode(&entry.value) {
                 if manifest.cancelled {
-                    let _ = tx.send(Err(TransportError::Other(format!(
-                        "sweep `{sweep}` was cancelled (sweep cancel); launch it again to resume"
-                    ))));
+                    let _ = tx
+                        .send(Err(TransportError::Other(format!(
+                            "sweep `{sweep}` was cancelled (sweep cancel); launch it again to resume"
+                        ))))
+                        .await;
                     return;
                 }
             }

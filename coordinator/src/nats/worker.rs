@@ -449,7 +449,11 @@ async fn finish(
     }
     .encode();
     let subject = protocol::results_subject(&trial_message.trial.sweep);
-    let msg_id = protocol::result_msg_id(&trial_message.trial.trial_id, trial_message.attempt);
+    let msg_id = protocol::result_msg_id(
+        &trial_message.trial.sweep,
+        &trial_message.trial.trial_id,
+        trial_message.attempt,
+    );
 
     let mut delay = Duration::from_millis(100);
     let deadline = Instant::now() + shared.ack_wait.max(Duration::from_secs(30));

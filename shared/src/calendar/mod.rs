@@ -196,6 +196,14 @@ impl Calendar {
             CalendarSource::None => (false, Vec::new()),
             CalendarSource::File { path, replace } => (!replace, read_calendar_file(path)?),
         };
+        if let CalendarSource::File { path, replace } = &cfg.holidays {
+            tracing::debug!(
+                path = %path.display(),
+                holidays = rows.len(),
+                replace,
+                "calendar file read"
+            );
+        }
         let mut extra: BTreeMap<NaiveDate, Vec<Holiday>> = BTreeMap::new();
         for row in rows {
             extra.entry(row.date).or_default().push(row);
@@ -683,7 +691,11 @@ mod tests {
 
     #[test]
     fn calendar_csv_file_extends_the_built_in_holidays() {
-        let text = "date,name,kind\n2025-01-04,Compensation day,compensation\n3/8/2025,\"Women's Day, half\",\n";
+        let text = concat!(
+            "date,name,kind\n",
+            "2025-01-04,Compensation day,compensation\n",
+            "3/8/2025,\"Women's Day, half\",\n",
+        );
         let calendar = calendar_from_file("extra.csv", text, false).unwrap();
 
         assert!(calendar.is_holiday(d("2025-01-04")));

@@ -1339,6 +1339,28 @@ impl NatsNode {
         }
     }
 
+    /// Waits until the node sees a JetStream meta leader in a cluster of `size` nodes: before
+    /// that, API requests (creating a stream) time out.
+    fn wait_meta_leader(&self, size: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let meta = http_get(self.monitor_port, "/jsz")
+                .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .map(|jsz| jsz["meta_cluster"].clone())
+                .unwrap_or_default();
+            let has_leader = meta["leader"].as_str().is_some_and(|l| !l.is_empty());
+            if has_leader && meta["cluster_size"].as_u64() == Some(size) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} has no JetStream meta leader after {timeout:?}: {meta}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILL: the node vanishes without a goodbye, as a crashed machine would.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -1376,6 +1398,7 @@ impl Cluster {
             .collect();
         for node in &nodes {
             node.wait_healthy(Duration::from_secs(30));
+            node.wait_meta_leader(3, Duration::from_secs(30));
         }
         Cluster { nodes, _dir: dir }
     }
@@ -1548,13 +1571,14 @@ async fn worker_user_cannot_publish_trials_but_coordinator_can() {
 }
 
 /// Trial ids of a leaderboard printed as JSON, however it nests its rows: every string under a
-/// `trial_id` key (baseline rows carry none).
+/// `trial_id` key, except in rows of another `kind` (the baselines).
 fn leaderboard_trial_ids(value: &serde_json::Value, out: &mut Vec<String>) {
     match value {
         serde_json::Value::Object(map) => {
+            let is_trial = map.get("kind").is_none_or(|kind| kind == "trial");
             for (key, item) in map {
                 match (key.as_str(), item) {
-                    ("trial_id", serde_json::Value::String(id)) => out.push(id.clone()),
+                    ("trial_id", serde_json::Value::String(id)) if is_trial => out.push(id.clone()),
                     _ => leaderboard_trial_ids(item, out),
                 }
             }
@@ -1646,7 +1670,7 @@ async fn cluster_sweep_completes_every_trial_once_when_a_node_dies() {
         .expect("subscribing to results");
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut launch = launch;
-    while js.get_stream(protocol::TRIALS_STREAM).await.is_err() {
+    while let Err(err) = js.get_stream(protocol::TRIALS_STREAM).await {
         if let Some(status) = launch.try_wait().expect("polling sweep launch") {
             let output = launch.wait_with_output().await.expect("launch output");
             panic!(
@@ -1656,7 +1680,7 @@ async fn cluster_sweep_completes_every_trial_once_when_a_node_dies() {
         }
         assert!(
             Instant::now() < deadline,
-            "the coordinator never created the trial stream"
+            "the coordinator never created the trial stream: {err}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1703,6 +1727,11 @@ async fn cluster_sweep_completes_every_trial_once_when_a_node_dies() {
         .await
         .expect("trial stream info")
         .clone();
+    // Trials still queued or running (a work queue keeps a trial until it is acknowledged).
+    assert!(
+        info.state.messages > 0,
+        "every trial was done before the node could be killed; make the trials longer"
+    );
     let leader = info
         .cluster
         .and_then(|c| c.leader)

@@ -56,21 +56,37 @@ fn launch_runs_tiny_spec_and_ends_with_leaderboard() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "tiny.yaml", TINY);
 
-    let out = sweep(dir.path(), &["launch", spec.to_str().unwrap(), "--out", "runs"]);
+    let out = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
 
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert!(stdout.contains("ranked by val_asymmetric_loss"), "{stdout}");
-    assert!(stdout.contains("seasonal_naive") && stdout.contains("weekday_profile"), "{stdout}");
+    assert!(
+        stdout.contains("seasonal_naive") && stdout.contains("weekday_profile"),
+        "{stdout}"
+    );
     let run = dir.path().join("runs/tiny");
     let lines = results(&run.join("results.jsonl"));
     assert_eq!(lines.len(), 2);
     for line in &lines {
         assert_eq!(line["status"], "completed");
         let folder = run.join("trials").join(line["trial_id"].as_str().unwrap());
-        assert!(folder.join("metrics.json").exists(), "{} has no metrics.json", folder.display());
+        assert!(
+            folder.join("metrics.json").exists(),
+            "{} has no metrics.json",
+            folder.display()
+        );
     }
-    for file in ["leaderboard.csv", "leaderboard.json", "best.yaml", "report.md", "sweep.json"] {
+    for file in [
+        "leaderboard.csv",
+        "leaderboard.json",
+        "best.yaml",
+        "report.md",
+        "sweep.json",
+    ] {
         assert!(run.join(file).exists(), "{file} missing");
     }
 }
@@ -79,16 +95,34 @@ fn launch_runs_tiny_spec_and_ends_with_leaderboard() {
 fn relaunch_skips_completed_trials() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "tiny.yaml", TINY);
-    let first = sweep(dir.path(), &["launch", spec.to_str().unwrap(), "--out", "runs"]);
+    let first = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
 
-    let second = sweep(dir.path(), &["launch", spec.to_str().unwrap(), "--out", "runs", "--json"]);
+    let second = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs", "--json"],
+    );
 
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
-    assert_eq!(results(&dir.path().join("runs/tiny/results.jsonl")).len(), 2);
-    assert!(text(&second.stderr).contains("skipped=2"), "{}", text(&second.stderr));
+    assert_eq!(
+        results(&dir.path().join("runs/tiny/results.jsonl")).len(),
+        2
+    );
+    assert!(
+        text(&second.stderr).contains("skipped=2"),
+        "{}",
+        text(&second.stderr)
+    );
     let board: Value = serde_json::from_slice(&second.stdout).unwrap();
-    let ranked = board["rows"].as_array().unwrap().iter().filter(|r| !r["rank"].is_null()).count();
+    let ranked = board["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["rank"].is_null())
+        .count();
     assert_eq!(ranked, 2);
 }
 
@@ -98,7 +132,10 @@ fn killed_launch_loses_at_most_the_running_trials() {
     let spec = write_spec(
         dir.path(),
         "kill.yaml",
-        &TINY.replace("name: tiny", "name: kill").replace("hidden_size: [8, 16]", "hidden_size: [4, 6, 8, 10, 12, 14]").replace("epochs: 1", "epochs: 3"),
+        &TINY
+            .replace("name: tiny", "name: kill")
+            .replace("hidden_size: [8, 16]", "hidden_size: [4, 6, 8, 10, 12, 14]")
+            .replace("epochs: 1", "epochs: 3"),
     );
     let results_path = dir.path().join("runs/kill/results.jsonl");
 
@@ -120,9 +157,16 @@ fn killed_launch_loses_at_most_the_running_trials() {
         .iter()
         .map(|r| r["trial_id"].as_str().unwrap().to_string())
         .collect();
-    assert!(!before.is_empty() && before.len() < 6, "{} results before the kill", before.len());
+    assert!(
+        !before.is_empty() && before.len() < 6,
+        "{} results before the kill",
+        before.len()
+    );
 
-    let again = sweep(dir.path(), &["launch", spec.to_str().unwrap(), "--out", "runs"]);
+    let again = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
 
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     let after: Vec<String> = results(&results_path)
@@ -140,12 +184,21 @@ fn unknown_category_fails_fast_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), "bad.yaml", &TINY.replace("[DRY]", "[DYR]"));
 
-    let out = sweep(dir.path(), &["launch", spec.to_str().unwrap(), "--out", "runs"]);
+    let out = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
 
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("category `DYR`") && stderr.contains("did you mean `DRY`?"), "{stderr}");
-    assert!(!dir.path().join("runs").exists(), "a run folder was created before validation");
+    assert!(
+        stderr.contains("category `DYR`") && stderr.contains("did you mean `DRY`?"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("runs").exists(),
+        "a run folder was created before validation"
+    );
 }
 
 #[test]
@@ -157,7 +210,10 @@ fn horizon_longer_than_the_data_fails_fast_with_exit_2() {
         &TINY.replace("horizon: 7", "horizon: 4000"),
     );
 
-    let out = sweep(dir.path(), &["launch", spec.to_str().unwrap(), "--out", "runs"]);
+    let out = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
 
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
@@ -168,7 +224,11 @@ fn horizon_longer_than_the_data_fails_fast_with_exit_2() {
 #[test]
 fn misspelt_key_names_file_line_and_nearest_key() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), "typo.yaml", &TINY.replace("n_layers", "n_layer"));
+    let spec = write_spec(
+        dir.path(),
+        "typo.yaml",
+        &TINY.replace("n_layers", "n_layer"),
+    );
 
     let out = sweep(dir.path(), &["launch", spec.to_str().unwrap()]);
 
@@ -182,33 +242,90 @@ fn misspelt_key_names_file_line_and_nearest_key() {
 /// Bad specs and a piece of the message each must produce (exit 2, no panic).
 const BAD_SPECS: &[(&str, &str)] = &[
     ("nme: x\n", "did you mean `name`?"),
-    ("name: x\nparameters:\n  hiden_size: 8\n", "did you mean `hidden_size`?"),
-    ("name: x\nsearch:\n  metod: random\n", "did you mean `method`?"),
+    (
+        "name: x\nparameters:\n  hiden_size: 8\n",
+        "did you mean `hidden_size`?",
+    ),
+    (
+        "name: x\nsearch:\n  metod: random\n",
+        "did you mean `method`?",
+    ),
     ("name: x\nwindow:\n  horizon: soon\n", "`window.horizon`"),
-    ("name: x\nwindow:\n  horizon: 0\n", "`window.horizon`: must be at least 1 day"),
+    (
+        "name: x\nwindow:\n  horizon: 0\n",
+        "`window.horizon`: must be at least 1 day",
+    ),
     ("name: x\nwindow:\n  input: 0\n", "`window.input`"),
     ("name: x\nparameters:\n  hidden_size: []\n", "empty list"),
-    ("name: x\nparameters:\n  learning_rate: -0.001\n", "`parameters.learning_rate`: must be a positive number"),
-    ("name: x\nparameters:\n  learning_rate: 0\n", "`parameters.learning_rate`"),
-    ("name: x\nparameters:\n  hidden_size: 0\n", "`parameters.hidden_size`: must be at least 1"),
-    ("name: x\nparameters:\n  dropout: 1.5\n", "`parameters.dropout`"),
+    (
+        "name: x\nparameters:\n  learning_rate: -0.001\n",
+        "`parameters.learning_rate`: must be a positive number",
+    ),
+    (
+        "name: x\nparameters:\n  learning_rate: 0\n",
+        "`parameters.learning_rate`",
+    ),
+    (
+        "name: x\nparameters:\n  hidden_size: 0\n",
+        "`parameters.hidden_size`: must be at least 1",
+    ),
+    (
+        "name: x\nparameters:\n  dropout: 1.5\n",
+        "`parameters.dropout`",
+    ),
     ("name: x\nparameters:\n  loss: huber\n", "`parameters.loss`"),
-    ("name: x\nsearch:\n  method: random\n", "random search needs `samples`"),
-    ("name: x\nsearch:\n  method: random\n  samples: 0\n", "`search.samples`: must be at least 1"),
+    (
+        "name: x\nsearch:\n  method: random\n",
+        "random search needs `samples`",
+    ),
+    (
+        "name: x\nsearch:\n  method: random\n  samples: 0\n",
+        "`search.samples`: must be at least 1",
+    ),
     ("name: x\nsearch:\n  method: annealing\n", "`search.method`"),
     ("name: x\nsearch:\n  max_trials: 0\n", "`search.max_trials`"),
-    ("name: x\nparameters:\n  dropout: {uniform: [0.1, 0.5]}\n", "continuous distribution cannot be enumerated"),
-    ("name: x\nparameters:\n  dropout: {normal: [0.1, 0.5]}\n", "unknown distribution `normal`"),
-    ("name: x\nparameters:\n  learning_rate: {log_uniform: [0, 0.1]}\n", "positive lower bound"),
-    ("name: x\ndata:\n  categories: [DRY]\n  path: no-such-file.csv\n", "the data file does not exist"),
-    ("name: x\ndata:\n  categories: [CANDY]\n", "category `CANDY` is not in"),
-    ("name: x\ndata:\n  categories: []\n", "`data.categories`: empty list"),
-    ("name: x\nobjective:\n  metric: test_wape\n", "`objective.metric`"),
-    ("name: x\nsplit:\n  fractions: {train: 0.8, val: 0.3, test: 0.2}\n", "must add up to 1"),
+    (
+        "name: x\nparameters:\n  dropout: {uniform: [0.1, 0.5]}\n",
+        "continuous distribution cannot be enumerated",
+    ),
+    (
+        "name: x\nparameters:\n  dropout: {normal: [0.1, 0.5]}\n",
+        "unknown distribution `normal`",
+    ),
+    (
+        "name: x\nparameters:\n  learning_rate: {log_uniform: [0, 0.1]}\n",
+        "positive lower bound",
+    ),
+    (
+        "name: x\ndata:\n  categories: [DRY]\n  path: no-such-file.csv\n",
+        "the data file does not exist",
+    ),
+    (
+        "name: x\ndata:\n  categories: [CANDY]\n",
+        "category `CANDY` is not in",
+    ),
+    (
+        "name: x\ndata:\n  categories: []\n",
+        "`data.categories`: empty list",
+    ),
+    (
+        "name: x\nobjective:\n  metric: test_wape\n",
+        "`objective.metric`",
+    ),
+    (
+        "name: x\nsplit:\n  fractions: {train: 0.8, val: 0.3, test: 0.2}\n",
+        "must add up to 1",
+    ),
     ("name: \"my sweep\"\n", "`name`"),
     ("name: x\nretries: many\n", "`retries`"),
-    ("name: x\ndata:\n  categories: [DRY]\noverrides:\n  TET:\n    parameters: {}\n", "`overrides.TET`"),
-    ("name: x\nparameters:\n  epochs: 2.5\n", "`parameters.epochs`"),
+    (
+        "name: x\ndata:\n  categories: [DRY]\noverrides:\n  TET:\n    parameters: {}\n",
+        "`overrides.TET`",
+    ),
+    (
+        "name: x\nparameters:\n  epochs: 2.5\n",
+        "`parameters.epochs`",
+    ),
     ("- just\n- a list\n", "invalid type"),
 ];
 
@@ -229,7 +346,10 @@ fn bad_specs_exit_2_with_a_message_naming_the_culprit() {
                 out.status.code()
             ));
         }
-        assert!(stderr.contains(&format!("bad{i}.yaml")), "spec {i} message names no file: {stderr}");
+        assert!(
+            stderr.contains(&format!("bad{i}.yaml")),
+            "spec {i} message names no file: {stderr}"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -265,13 +385,23 @@ fn real_dry_leaderboard_agrees_with_the_results_file() {
     let spec = write_spec(
         dir.path(),
         "dry.yaml",
-        &TINY.replace("name: tiny", "name: dry").replace("epochs: 1", "epochs: 2"),
+        &TINY
+            .replace("name: tiny", "name: dry")
+            .replace("epochs: 1", "epochs: 2"),
     );
     let data = real_dry_csv();
 
     let out = sweep(
         dir.path(),
-        &["launch", spec.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", "runs", "--json"],
+        &[
+            "launch",
+            spec.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            "runs",
+            "--json",
+        ],
     );
 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -290,14 +420,19 @@ fn real_dry_leaderboard_agrees_with_the_results_file() {
             .iter()
             .find(|l| l["trial_id"] == row["trial_id"])
             .expect("every ranked trial is in results.jsonl");
-        let loss = result["metrics"]["val"]["model"]["asymmetric_loss"].as_f64().unwrap();
+        let loss = result["metrics"]["val"]["model"]["asymmetric_loss"]
+            .as_f64()
+            .unwrap();
         assert_eq!(row["val_objective"].as_f64().unwrap(), loss);
         assert_eq!(row["test_wape"], result["metrics"]["test"]["model"]["wape"]);
         assert!(loss >= previous, "ranks are not ordered by validation loss");
         previous = loss;
     }
 
-    let again = sweep(dir.path(), &["leaderboard", "dry", "--out", "runs", "--json"]);
+    let again = sweep(
+        dir.path(),
+        &["leaderboard", "dry", "--out", "runs", "--json"],
+    );
     assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
     let reread: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(reread["rows"], board["rows"]);

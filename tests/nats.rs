@@ -95,7 +95,14 @@ impl WorkerProcess {
     fn start_with(server: &NatsServer, name: &str, extra: &[&str]) -> Self {
         let cache = tempfile::tempdir().unwrap();
         let child = Command::new(sweep_bin())
-            .args(["worker", "--nats", &server.url(), "--name", name, "--cache-dir"])
+            .args([
+                "worker",
+                "--nats",
+                &server.url(),
+                "--name",
+                name,
+                "--cache-dir",
+            ])
             .arg(cache.path())
             .args(extra)
             .env("SWEEP_NATS_ACK_WAIT_MS", ACK_WAIT_MS)
@@ -149,7 +156,10 @@ fn collect(
 ) {
     let deadline = Instant::now() + limit;
     loop {
-        assert!(Instant::now() < deadline, "sweep did not finish within {limit:?}");
+        assert!(
+            Instant::now() < deadline,
+            "sweep did not finish within {limit:?}"
+        );
         if let Some(event) = transport.next_event(Duration::from_millis(200)).unwrap() {
             if on_event(&event, transport) {
                 return;
@@ -239,9 +249,11 @@ fn killed_worker_trial_is_redelivered_and_completes() {
     let doomed = WorkerProcess::start(&server, "doomed");
 
     transport.submit(dispatches(&transport, &trials)).unwrap();
-    collect(&mut transport, Duration::from_secs(60), |event, _| {
-        matches!(event, TransportEvent::Started { worker, .. } if worker == "doomed")
-    });
+    collect(
+        &mut transport,
+        Duration::from_secs(60),
+        |event, _| matches!(event, TransportEvent::Started { worker, .. } if worker == "doomed"),
+    );
     doomed.signal("-KILL");
     let _rescuer = WorkerProcess::start(&server, "rescuer");
     let mut results = Results::default();
@@ -256,7 +268,10 @@ fn killed_worker_trial_is_redelivered_and_completes() {
     let result = results.by_key.values().next().unwrap();
     assert_eq!(result.status, TrialStatus::Completed, "{:?}", result.reason);
     assert_eq!(result.worker, "rescuer");
-    assert_eq!(result.attempt, 1, "a lost worker's redelivery keeps the attempt");
+    assert_eq!(
+        result.attempt, 1,
+        "a lost worker's redelivery keeps the attempt"
+    );
     assert_eq!(status_json(&server, "kill")["attempts"], 1);
 }
 
@@ -268,9 +283,11 @@ fn stopped_worker_late_result_is_stored_once() {
     let sleeper = WorkerProcess::start(&server, "sleeper");
 
     transport.submit(dispatches(&transport, &trials)).unwrap();
-    collect(&mut transport, Duration::from_secs(60), |event, _| {
-        matches!(event, TransportEvent::Started { worker, .. } if worker == "sleeper")
-    });
+    collect(
+        &mut transport,
+        Duration::from_secs(60),
+        |event, _| matches!(event, TransportEvent::Started { worker, .. } if worker == "sleeper"),
+    );
     sleeper.signal("-STOP");
     // Past the ack wait: JetStream hands the trial to the next worker.
     std::thread::sleep(Duration::from_millis(3000));
@@ -316,30 +333,48 @@ fn poison_trial_ends_error_after_retries_while_the_worker_serves_others() {
     transport.submit(dispatches(&transport, &trials)).unwrap();
     let mut results = Results::default();
     let mut finals = BTreeMap::new();
-    collect(&mut transport, Duration::from_secs(240), |event, transport| {
-        if let TransportEvent::Finished(result) = event {
-            results.add(result);
-            // What the engine does: retry `error` up to the limit.
-            if result.status == TrialStatus::Error && result.attempt < max_attempts {
-                let spec = trials.iter().find(|t| t.trial_id == result.trial_id).unwrap();
-                let spec = TrialSpec {
-                    dataset_digest: transport.dataset_digest().to_string(),
-                    ..spec.clone()
-                };
-                transport.resubmit(spec, result.attempt + 1).unwrap();
-            } else {
-                finals.insert(result.trial_id.clone(), result.clone());
+    collect(
+        &mut transport,
+        Duration::from_secs(240),
+        |event, transport| {
+            if let TransportEvent::Finished(result) = event {
+                results.add(result);
+                // What the engine does: retry `error` up to the limit.
+                if result.status == TrialStatus::Error && result.attempt < max_attempts {
+                    let spec = trials
+                        .iter()
+                        .find(|t| t.trial_id == result.trial_id)
+                        .unwrap();
+                    let spec = TrialSpec {
+                        dataset_digest: transport.dataset_digest().to_string(),
+                        ..spec.clone()
+                    };
+                    transport.resubmit(spec, result.attempt + 1).unwrap();
+                } else {
+                    finals.insert(result.trial_id.clone(), result.clone());
+                }
             }
-        }
-        finals.len() == trials.len()
-    });
+            finals.len() == trials.len()
+        },
+    );
     transport.shutdown().unwrap();
 
     let poison = &finals[&poison_id];
     assert_eq!(poison.status, TrialStatus::Error);
     assert_eq!(poison.attempt, max_attempts);
-    assert!(poison.reason.as_deref().unwrap_or("").contains("NO SUCH BRAND"), "{:?}", poison.reason);
-    let completed = finals.values().filter(|r| r.status == TrialStatus::Completed).count();
+    assert!(
+        poison
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("NO SUCH BRAND"),
+        "{:?}",
+        poison.reason
+    );
+    let completed = finals
+        .values()
+        .filter(|r| r.status == TrialStatus::Completed)
+        .count();
     assert_eq!(completed, 3, "the worker kept serving the healthy trials");
     assert_eq!(status_json(&server, "poison")["attempts"], 3 + max_attempts);
 }
@@ -348,8 +383,10 @@ fn poison_trial_ends_error_after_retries_while_the_worker_serves_others() {
 fn three_workers_started_together_run_each_grid_point_once() {
     let server = NatsServer::start();
     // The workers race to create the consumer before anything is queued.
-    let workers: Vec<_> =
-        ["w1", "w2", "w3"].iter().map(|name| WorkerProcess::start(&server, name)).collect();
+    let workers: Vec<_> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|name| WorkerProcess::start(&server, name))
+        .collect();
     let trials: Vec<_> = (0..3).map(|n| trial("grid", n, "OREO", 1)).collect();
     let mut transport = transport(&server, "grid", trials.len());
 
@@ -363,7 +400,9 @@ fn three_workers_started_together_run_each_grid_point_once() {
         }
         results.trials().len() == 3
     });
-    drop(workers);
+    for worker in workers {
+        assert_eq!(worker.terminate().code(), Some(0));
+    }
     transport.shutdown().unwrap();
 
     assert_eq!(results.by_key.len(), 3);
@@ -423,10 +462,16 @@ fn worker_without_credentials_is_refused_with_a_clear_message() {
 
     let allowed = run_with_env(
         &["status", "nosuch", "--nats", &server.url()],
-        &[("SWEEP_NATS_USER", "sweeper"), ("SWEEP_NATS_PASSWORD", "s3cret")],
+        &[
+            ("SWEEP_NATS_USER", "sweeper"),
+            ("SWEEP_NATS_PASSWORD", "s3cret"),
+        ],
     );
     let stderr = String::from_utf8_lossy(&allowed.stderr);
-    assert!(stderr.contains("not recorded on this NATS server"), "{stderr}");
+    assert!(
+        stderr.contains("not recorded on this NATS server"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -435,7 +480,10 @@ fn unreachable_server_fails_fast_with_exit_2() {
 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot connect to NATS at nats://127.0.0.1:1"), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to NATS at nats://127.0.0.1:1"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -446,7 +494,11 @@ fn cancel_drops_queued_trials_and_stops_the_following_launch() {
     transport.submit(dispatches(&transport, &trials)).unwrap();
 
     let output = run_sweep_cli(&["cancel", "cancel", "--json"], &server);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let cancelled: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(cancelled["dropped"], 3);
     let err = transport.next_event(Duration::from_secs(5));
@@ -492,12 +544,18 @@ fn write_spec(dir: &Path, name: &str, seeds: &[u64], epochs: usize) -> std::path
 /// The results a launch stored in its run folder.
 fn stored_results(out: &Path, sweep: &str) -> Vec<TrialResult> {
     let text = std::fs::read_to_string(out.join(sweep).join("results.jsonl")).unwrap_or_default();
-    text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
 }
 
 fn launch(spec: &Path, out: &Path, nats: Option<&NatsServer>) -> Command {
     let mut cmd = Command::new(sweep_bin());
-    cmd.arg("launch").arg(spec).arg("--out").arg(out).arg("--json");
+    cmd.arg("launch")
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .arg("--json");
     if let Some(server) = nats {
         cmd.args(["--nats", &server.url()]);
     }
@@ -514,14 +572,25 @@ fn launch_over_nats_with_two_workers_matches_the_embedded_leaderboard() {
     let nats_out = dir.path().join("nats");
 
     let embedded = launch(&spec, &embedded_out, None).output().unwrap();
-    assert!(embedded.status.success(), "{}", String::from_utf8_lossy(&embedded.stderr));
+    assert!(
+        embedded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&embedded.stderr)
+    );
     let _a = WorkerProcess::start(&server, "a");
     let _b = WorkerProcess::start(&server, "b");
     let remote = launch(&spec, &nats_out, Some(&server)).output().unwrap();
-    assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
 
     let by_id = |results: Vec<TrialResult>| -> BTreeMap<TrialId, TrialResult> {
-        results.into_iter().map(|r| (r.trial_id.clone(), r)).collect()
+        results
+            .into_iter()
+            .map(|r| (r.trial_id.clone(), r))
+            .collect()
     };
     let embedded = by_id(stored_results(&embedded_out, "same"));
     let remote = by_id(stored_results(&nats_out, "same"));
@@ -534,18 +603,32 @@ fn launch_over_nats_with_two_workers_matches_the_embedded_leaderboard() {
     for (id, local) in &embedded {
         let far = &remote[id];
         assert_eq!(far.status, TrialStatus::Completed, "{:?}", far.reason);
-        assert!(["a", "b"].contains(&far.worker.as_str()), "ran on a NATS worker");
+        assert!(
+            ["a", "b"].contains(&far.worker.as_str()),
+            "ran on a NATS worker"
+        );
         let (l, f) = (
             local.metrics.as_ref().unwrap().val.model.wape,
             far.metrics.as_ref().unwrap().val.model.wape,
         );
-        assert!((l - f).abs() <= 1e-6 * l.abs().max(1.0), "trial {id}: {l} vs {f}");
+        assert!(
+            (l - f).abs() <= 1e-6 * l.abs().max(1.0),
+            "trial {id}: {l} vs {f}"
+        );
     }
     let leaderboard = run_sweep_cli(&["leaderboard", "same", "--json"], &server);
-    assert!(leaderboard.status.success(), "{}", String::from_utf8_lossy(&leaderboard.stderr));
+    assert!(
+        leaderboard.status.success(),
+        "{}",
+        String::from_utf8_lossy(&leaderboard.stderr)
+    );
     let text = String::from_utf8_lossy(&leaderboard.stdout);
     for id in embedded.keys() {
-        assert_eq!(text.matches(id.0.as_str()).count(), 1, "{id} once in the leaderboard");
+        assert_eq!(
+            text.matches(id.0.as_str()).count(),
+            1,
+            "{id} once in the leaderboard"
+        );
     }
 }
 
@@ -570,15 +653,62 @@ fn killed_coordinator_relaunch_completes_without_running_anything_twice() {
     first.kill().unwrap();
     first.wait().unwrap();
     let before = stored_results(&out, "phoenix").len();
-    assert!(before < 4, "the coordinator was killed mid-sweep ({before} of 4 stored)");
+    assert!(
+        before < 4,
+        "the coordinator was killed mid-sweep ({before} of 4 stored)"
+    );
     let second = launch(&spec, &out, Some(&server)).output().unwrap();
 
-    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
     let results = stored_results(&out, "phoenix");
-    let keys: BTreeSet<_> = results.iter().map(|r| (r.trial_id.clone(), r.attempt)).collect();
-    assert_eq!(keys.len(), results.len(), "no (trial, attempt) stored twice");
+    let keys: BTreeSet<_> = results
+        .iter()
+        .map(|r| (r.trial_id.clone(), r.attempt))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        results.len(),
+        "no (trial, attempt) stored twice"
+    );
     assert_eq!(keys.len(), 4);
-    assert!(results.iter().all(|r| r.status == TrialStatus::Completed && r.attempt == 1));
+    assert!(results
+        .iter()
+        .all(|r| r.status == TrialStatus::Completed && r.attempt == 1));
     let status = status_json(&server, "phoenix");
     assert_eq!(status["attempts"], 4, "each trial ran once on the workers");
+}
+
+#[test]
+fn worker_stops_after_k_failures_in_a_row_and_says_why() {
+    let server = NatsServer::start();
+    let trials: Vec<_> = (0..2)
+        .map(|n| trial("broken", n, "NO SUCH BRAND", 1))
+        .collect();
+    let mut transport = transport(&server, "broken", trials.len());
+    transport.submit(dispatches(&transport, &trials)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+
+    let output = Command::new(sweep_bin())
+        .args(["worker", "--nats", &server.url(), "--name", "fragile"])
+        .args(["--max-consecutive-failures", "2", "--cache-dir"])
+        .arg(cache.path())
+        .env("SWEEP_NATS_ACK_WAIT_MS", ACK_WAIT_MS)
+        .output()
+        .unwrap();
+    transport.shutdown().unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopped taking work: 2 trials failed in a row"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("NO SUCH BRAND"),
+        "the last reason is shown: {stderr}"
+    );
 }

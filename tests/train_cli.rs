@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use crate::common::{real_dry_csv, sweep_bin};
 
 /// The acceptance split: train to 2024-06-30, validation to 2024-12-31, test 2025.
-const PIPELINE: &str = "split:\n  dates:\n    train_end: 2024-06-30\n    val_end: 2024-12-31\n";
+const PIPELINE: &str = "split: !dates {train_end: 2024-06-30, val_end: 2024-12-31}\n";
 
 fn train(dir: &Path, out: &str, extra: &[&str]) -> Output {
     let config = dir.join("pipeline.yaml");
@@ -48,7 +48,13 @@ fn train_on_real_data_writes_every_file_and_reports_baselines() {
     assert_eq!(stderr.matches("epoch ").count(), 2, "{stderr}");
 
     let model = dir.path().join("model");
-    for file in ["metrics.json", "history.csv", "predictions.csv", "model.json", "model.mpk"] {
+    for file in [
+        "metrics.json",
+        "history.csv",
+        "predictions.csv",
+        "model.json",
+        "model.mpk",
+    ] {
         assert!(model.join(file).exists(), "{file} missing");
     }
     let metrics: serde_json::Value =
@@ -59,13 +65,19 @@ fn train_on_real_data_writes_every_file_and_reports_baselines() {
     assert!(test["samples"].as_u64().unwrap() > 300);
     // The weekday profile over 2025 scores WAPE about 0.33 on this series.
     let profile = test["weekday_profile"]["wape"].as_f64().unwrap();
-    assert!((0.25..0.40).contains(&profile), "weekday profile WAPE {profile}");
+    assert!(
+        (0.25..0.40).contains(&profile),
+        "weekday profile WAPE {profile}"
+    );
     assert!(test["model"]["mae"].as_f64().unwrap() > 0.0);
     assert_eq!(test["model"]["mae_per_step"].as_array().unwrap().len(), 30);
 
     let predictions = std::fs::read_to_string(model.join("predictions.csv")).unwrap();
     let mut lines = predictions.lines();
-    assert_eq!(lines.next(), Some("origin,date,horizon_step,actual,forecast"));
+    assert_eq!(
+        lines.next(),
+        Some("origin,date,horizon_step,actual,forecast")
+    );
     let first: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert_eq!(first[0], "2025-01-01");
     assert_eq!(first[2], "1");
@@ -78,7 +90,11 @@ fn same_seed_gives_same_metrics_and_predict_reads_the_model_back() {
     let dir = tempfile::tempdir().unwrap();
     let a = train(dir.path(), "a", &[]);
     let b = train(dir.path(), "b", &[]);
-    assert!(a.status.success() && b.status.success(), "{}", text(&a.stderr));
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}",
+        text(&a.stderr)
+    );
     let metrics = |name: &str| {
         let json: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join(name).join("metrics.json")).unwrap(),
@@ -111,10 +127,18 @@ fn same_seed_gives_same_metrics_and_predict_reads_the_model_back() {
     assert_eq!(predict(None).stdout, latest.stdout);
 
     let from = predict(Some("2025-03-01"));
-    assert!(text(&from.stdout).lines().nth(1).unwrap().starts_with("2025-03-01,1,"));
+    assert!(text(&from.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("2025-03-01,1,"));
     let bad = predict(Some("01/03/2025"));
     assert_eq!(bad.status.code(), Some(2));
-    assert!(text(&bad.stderr).contains("YYYY-MM-DD"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("YYYY-MM-DD"),
+        "{}",
+        text(&bad.stderr)
+    );
 }
 
 #[test]

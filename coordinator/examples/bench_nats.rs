@@ -49,7 +49,9 @@ fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-            eprintln!("usage: bench_nats [--trials N] [--workers N] [--slots N] [--sleep-trials N]");
+            eprintln!(
+                "usage: bench_nats [--trials N] [--workers N] [--slots N] [--sleep-trials N]"
+            );
             std::process::exit(2)
         });
         match pair[0].as_str() {
@@ -91,7 +93,11 @@ impl Drop for Server {
 }
 
 fn start_server() -> Server {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let store = tempfile::tempdir().unwrap();
     let bin = std::env::var_os("SWEEP_NATS_SERVER").unwrap_or_else(|| "nats-server".into());
     let child = Command::new(bin)
@@ -118,7 +124,9 @@ struct Workers(Vec<Child>);
 impl Drop for Workers {
     fn drop(&mut self) {
         for child in &mut self.0 {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
         }
         for child in &mut self.0 {
             let _ = child.wait();
@@ -195,7 +203,10 @@ fn run(url: &str, sweep: &str, count: usize, noop_ms: u64) -> Duration {
     }
     let mut done = HashSet::with_capacity(count);
     while done.len() < count {
-        match transport.next_event(Duration::from_secs(30)).expect("transport failed") {
+        match transport
+            .next_event(Duration::from_secs(30))
+            .expect("transport failed")
+        {
             Some(TransportEvent::Finished(result)) => {
                 done.insert(result.trial_id);
             }
@@ -214,7 +225,13 @@ fn peak_rss_mb() -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }

@@ -133,7 +133,10 @@ impl Leaderboard {
                 rows.push(trial_row(r, Some(i + 1), Some(*value), &varying));
             }
             if let Some((best, _)) = done.first() {
-                let m = best.metrics.as_ref().expect("completed trials have metrics");
+                let m = best
+                    .metrics
+                    .as_ref()
+                    .expect("completed trials have metrics");
                 rows.push(baseline_row(
                     series,
                     "seasonal_naive",
@@ -152,7 +155,9 @@ impl Leaderboard {
             failed.extend(
                 outcomes
                     .iter()
-                    .filter(|r| r.series.to_string() == *series && r.status != TrialStatus::Completed)
+                    .filter(|r| {
+                        r.series.to_string() == *series && r.status != TrialStatus::Completed
+                    })
                     .map(|r| trial_row(r, None, None, &varying)),
             );
         }
@@ -171,7 +176,8 @@ impl Leaderboard {
     /// `series` is given, only that series' rows.
     pub fn filter(&mut self, top: Option<usize>, series: Option<&str>) {
         if let Some(s) = series {
-            self.rows.retain(|r| r.series == s || r.series.starts_with(&format!("{s}/")));
+            self.rows
+                .retain(|r| r.series == s || r.series.starts_with(&format!("{s}/")));
         }
         if let Some(n) = top {
             self.rows
@@ -189,7 +195,9 @@ impl Leaderboard {
         match format {
             Format::Table => self.table(),
             Format::Csv => self.csv(),
-            Format::Json => serde_json::to_string_pretty(self).expect("leaderboards serialise") + "\n",
+            Format::Json => {
+                serde_json::to_string_pretty(self).expect("leaderboards serialise") + "\n"
+            }
             Format::Markdown => self.markdown(),
         }
     }
@@ -197,26 +205,25 @@ impl Leaderboard {
     fn headers(&self) -> Vec<String> {
         let mut headers: Vec<String> = vec!["rank".into(), "trial".into(), "series".into()];
         headers.extend(self.varying.iter().cloned());
-        headers.extend(
-            [
-                format!("val {}", self.metric.as_str().trim_start_matches("val_")),
-                "val WAPE".into(),
-                "test WAPE".into(),
-                "test MAE".into(),
-                "skill vs SN".into(),
-                "skill vs WP".into(),
-                "epochs".into(),
-                "duration s".into(),
-                "status".into(),
-            ]
-            .into_iter(),
-        );
+        headers.extend([
+            format!("val {}", self.metric.as_str().trim_start_matches("val_")),
+            "val WAPE".into(),
+            "test WAPE".into(),
+            "test MAE".into(),
+            "skill vs SN".into(),
+            "skill vs WP".into(),
+            "epochs".into(),
+            "duration s".into(),
+            "status".into(),
+        ]);
         headers
     }
 
     fn cells(&self, row: &Row) -> Vec<String> {
         let mut cells = vec![
-            row.rank.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            row.rank
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into()),
             row.trial_id.clone(),
             row.series.clone(),
         ];
@@ -327,7 +334,11 @@ impl Leaderboard {
                 fields.push(v.map(|x| x.to_string()).unwrap_or_default());
             }
             fields.push(row.epochs.map(|e| e.to_string()).unwrap_or_default());
-            fields.push(row.duration_s.map(|d| format!("{d:.3}")).unwrap_or_default());
+            fields.push(
+                row.duration_s
+                    .map(|d| format!("{d:.3}"))
+                    .unwrap_or_default(),
+            );
             let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
             out.push_str(&line.join(","));
             out.push('\n');
@@ -341,7 +352,11 @@ impl Leaderboard {
         let _ = writeln!(out, "| {} |", headers.join(" | "));
         let _ = writeln!(out, "|{}", "---|".repeat(headers.len()));
         for row in &self.rows {
-            let cells: Vec<String> = self.cells(row).into_iter().map(|c| c.replace('|', "\\|")).collect();
+            let cells: Vec<String> = self
+                .cells(row)
+                .into_iter()
+                .map(|c| c.replace('|', "\\|"))
+                .collect();
             let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
         out
@@ -383,10 +398,20 @@ impl Leaderboard {
                 best,
                 "  {}: {}",
                 self.metric.as_str(),
-                row.val_objective.map(|v| v.to_string()).unwrap_or_else(|| ".nan".into())
+                row.val_objective
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| ".nan".into())
             );
-            let _ = writeln!(best, "  parameters: {}", serde_json::to_string(&result.params).expect("json"));
-            let _ = writeln!(best, "  set: {}", serde_json::to_string(&set).expect("json"));
+            let _ = writeln!(
+                best,
+                "  parameters: {}",
+                serde_json::to_string(&result.params).expect("json")
+            );
+            let _ = writeln!(
+                best,
+                "  set: {}",
+                serde_json::to_string(&set).expect("json")
+            );
         }
         write("best.yaml", best)?;
 
@@ -428,8 +453,16 @@ fn rank_key(value: f64, direction: Direction) -> (u8, f64) {
     }
 }
 
-fn trial_row(r: &TrialResult, rank: Option<usize>, objective: Option<f64>, varying: &[String]) -> Row {
-    let m = r.metrics.as_ref().filter(|_| r.status == TrialStatus::Completed);
+fn trial_row(
+    r: &TrialResult,
+    rank: Option<usize>,
+    objective: Option<f64>,
+    varying: &[String],
+) -> Row {
+    let m = r
+        .metrics
+        .as_ref()
+        .filter(|_| r.status == TrialStatus::Completed);
     Row {
         rank,
         kind: RowKind::Trial,
@@ -505,7 +538,10 @@ fn csv_field(field: &str) -> String {
 }
 
 fn yaml_key(key: &str) -> String {
-    if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         key.to_string()
     } else {
         format!("\"{}\"", key.replace('"', "\\\""))

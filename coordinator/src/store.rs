@@ -203,7 +203,10 @@ fn drop_partial_tail(path: &Path) -> Result<(), StoreError> {
     }
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     tracing::warn!(path = %path.display(), bytes = bytes.len() - keep, "dropping a cut-off last result line");
-    let file = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(path))?;
     file.set_len(keep as u64).map_err(io(path))
 }
 
@@ -214,7 +217,8 @@ pub fn latest_by_trial(results: &[TrialResult]) -> BTreeMap<TrialId, TrialResult
     for r in results {
         match latest.get(&r.trial_id) {
             Some(prev) if is_settled(prev.status) && !is_settled(r.status) => {}
-            Some(prev) if is_settled(prev.status) == is_settled(r.status) && prev.attempt > r.attempt => {}
+            Some(prev)
+                if is_settled(prev.status) == is_settled(r.status) && prev.attempt > r.attempt => {}
             _ => {
                 latest.insert(r.trial_id.clone(), r.clone());
             }

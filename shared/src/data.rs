@@ -811,8 +811,10 @@ mod tests {
         );
         assert!(message.contains("negative_volume"), "{message}");
 
-        let mut cfg = DataConfig::default();
-        cfg.negative_volume = NegativeVolume::Clip;
+        let mut cfg = DataConfig {
+            negative_volume: NegativeVolume::Clip,
+            ..DataConfig::default()
+        };
         let clipped = load_bytes(text.as_bytes(), "ship.csv", &cfg).unwrap();
         assert_eq!(
             clipped.series(&key("DRY", None)).unwrap().values,

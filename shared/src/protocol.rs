@@ -402,7 +402,9 @@ mod tests {
 
         let err = TrialMessage::decode(&message.encode()).unwrap_err();
 
-        assert!(matches!(err, ProtocolError::Version { found, .. } if found == PROTOCOL_VERSION + 1));
+        assert!(
+            matches!(err, ProtocolError::Version { found, .. } if found == PROTOCOL_VERSION + 1)
+        );
         assert!(err.to_string().contains("protocol version"));
     }
 
@@ -410,7 +412,10 @@ mod tests {
     fn garbage_payload_is_malformed_not_a_panic() {
         let err = ResultMessage::decode(b"{not json").unwrap_err();
 
-        assert!(matches!(err, ProtocolError::Malformed { kind: "result", .. }));
+        assert!(matches!(
+            err,
+            ProtocolError::Malformed { kind: "result", .. }
+        ));
     }
 
     #[test]

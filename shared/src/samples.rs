@@ -86,11 +86,11 @@ pub fn build_from_frame(
         let mut set = empty_set(window, temporal.len(), statics.len());
         for origin in origins {
             inputs.push_inputs(&mut set, window, origin);
-            for day in origin..origin + window.horizon {
-                let cbm = series.values[day];
+            let targets = origin..origin + window.horizon;
+            for (&cbm, &is_peak) in series.values[targets.clone()].iter().zip(&peak[targets]) {
                 set.y.push(target_scaler.forward(cbm) as f32);
                 set.y_cbm.push(cbm as f32);
-                set.peak.push(peak[day]);
+                set.peak.push(is_peak);
             }
             set.category.push(0);
             set.origin.push(origin);

@@ -175,7 +175,9 @@ impl Domain {
                 }
             }
             Value::Array(items) => Ok(Domain::Values(items.clone())),
-            Value::Null => Err(invalid("no value; give a value, a list or a distribution".into())),
+            Value::Null => Err(invalid(
+                "no value; give a value, a list or a distribution".into(),
+            )),
             _ => Ok(Domain::Values(vec![raw.clone()])),
         }
     }
@@ -330,7 +332,10 @@ impl ParamSpace {
                 .iter()
                 .map(|(k, d)| (k.clone(), d.sample(&mut rng)))
                 .collect();
-            if seen.insert(Value::from(point.clone().into_iter().collect::<serde_json::Map<_, _>>()).to_string()) {
+            if seen.insert(
+                Value::from(point.clone().into_iter().collect::<serde_json::Map<_, _>>())
+                    .to_string(),
+            ) {
                 points.push(point);
             }
         }
@@ -366,7 +371,11 @@ pub fn trial_id(sweep: &str, series: &SeriesKey, canonical: &BTreeMap<String, Va
     hasher.update([0]);
     hasher.update(series.brand.as_deref().unwrap_or("").as_bytes());
     hasher.update([0]);
-    hasher.update(serde_json::to_string(canonical).expect("json values serialise").as_bytes());
+    hasher.update(
+        serde_json::to_string(canonical)
+            .expect("json values serialise")
+            .as_bytes(),
+    );
     let digest = hasher.finalize();
     TrialId(hex::encode(&digest[..8]))
 }
@@ -456,11 +465,16 @@ mod tests {
         let grid = s.grid().unwrap();
 
         assert_eq!(grid.len(), 6);
-        let distinct: BTreeSet<String> =
-            grid.iter().map(|p| serde_json::to_string(p).unwrap()).collect();
+        let distinct: BTreeSet<String> = grid
+            .iter()
+            .map(|p| serde_json::to_string(p).unwrap())
+            .collect();
         assert_eq!(distinct.len(), 6);
         assert!(grid.iter().all(|p| p["epochs"] == json!(3)));
-        assert_eq!(s.varying(), vec!["dropout".to_string(), "hidden_size".to_string()]);
+        assert_eq!(
+            s.varying(),
+            vec!["dropout".to_string(), "hidden_size".to_string()]
+        );
     }
 
     #[test]
@@ -475,7 +489,12 @@ mod tests {
     #[test]
     fn int_uniform_enumerates_both_ends_in_grid() {
         let s = space(json!({"n_layers": {"int_uniform": [1, 3]}}));
-        let values: Vec<Value> = s.grid().unwrap().into_iter().map(|p| p["n_layers"].clone()).collect();
+        let values: Vec<Value> = s
+            .grid()
+            .unwrap()
+            .into_iter()
+            .map(|p| p["n_layers"].clone())
+            .collect();
         assert_eq!(values, vec![json!(1), json!(2), json!(3)]);
     }
 
@@ -491,7 +510,10 @@ mod tests {
     fn misspelt_parameter_suggests_nearest_key() {
         let map = BTreeMap::from([("hiden_size".to_string(), json!(3))]);
         let err = ParamSpace::parse(&map).unwrap_err();
-        assert!(err.to_string().contains("did you mean `hidden_size`"), "{err}");
+        assert!(
+            err.to_string().contains("did you mean `hidden_size`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -513,12 +535,18 @@ mod tests {
 
     #[test]
     fn integral_float_of_integer_key_gives_same_trial_id() {
-        assert_eq!(id_of(json!({"hidden_size": 1})), id_of(json!({"hidden_size": 1.0})));
+        assert_eq!(
+            id_of(json!({"hidden_size": 1})),
+            id_of(json!({"hidden_size": 1.0}))
+        );
     }
 
     #[test]
     fn large_floats_that_differ_give_different_trial_ids() {
-        assert_ne!(id_of(json!({"weight_decay": 1e14})), id_of(json!({"weight_decay": 1e15})));
+        assert_ne!(
+            id_of(json!({"weight_decay": 1e14})),
+            id_of(json!({"weight_decay": 1e15}))
+        );
         assert_ne!(id_of(json!({"seed": 1e14})), id_of(json!({"seed": 1e15})));
     }
 
@@ -527,7 +555,10 @@ mod tests {
         let a = id_of(json!({"hidden_size": 32, "dropout": 0.1}));
         let b: BTreeMap<String, Value> =
             serde_json::from_str(r#"{"dropout": 0.1, "hidden_size": 32, "n_layers": 2}"#).unwrap();
-        assert_eq!(a, trial_id("s", &key("DRY"), &canonical_params(&b).unwrap()));
+        assert_eq!(
+            a,
+            trial_id("s", &key("DRY"), &canonical_params(&b).unwrap())
+        );
     }
 
     #[test]
@@ -545,7 +576,9 @@ mod tests {
 
     #[test]
     fn random_search_is_deterministic_for_a_seed() {
-        let s = space(json!({"dropout": {"uniform": [0.0, 0.5]}, "learning_rate": {"log_uniform": [1e-4, 1e-2]}}));
+        let s = space(
+            json!({"dropout": {"uniform": [0.0, 0.5]}, "learning_rate": {"log_uniform": [1e-4, 1e-2]}}),
+        );
         assert_eq!(s.random(10, 3).unwrap(), s.random(10, 3).unwrap());
         assert_ne!(s.random(10, 3).unwrap(), s.random(10, 4).unwrap());
     }
@@ -579,8 +612,10 @@ mod tests {
         for seed in 0..30 {
             for samples in [1, 4, 6, 50] {
                 let points = s.random(samples, seed).unwrap();
-                let distinct: BTreeSet<String> =
-                    points.iter().map(|p| serde_json::to_string(p).unwrap()).collect();
+                let distinct: BTreeSet<String> = points
+                    .iter()
+                    .map(|p| serde_json::to_string(p).unwrap())
+                    .collect();
                 assert_eq!(points.len(), samples.min(6));
                 assert_eq!(distinct.len(), points.len());
             }
@@ -594,7 +629,10 @@ mod tests {
             ("loss".to_string(), json!("huber")),
         ]);
         let err = canonical_params(&map).unwrap_err();
-        assert!(matches!(err, ParamError::Invalid { ref key, .. } if key == "loss"), "{err}");
+        assert!(
+            matches!(err, ParamError::Invalid { ref key, .. } if key == "loss"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -82,8 +82,9 @@ pub struct SweepSpec {
     /// `{fractions: {train, val, test}}` or `{dates: {train_end, val_end}}`, or with a YAML tag.
     #[serde(default, deserialize_with = "split_from_map")]
     pub split: SplitConfig,
-    /// Calendar. Default Vietnamese holidays.
-    #[serde(default)]
+    /// Calendar. Default Vietnamese holidays. `holidays: {file: {path, replace}}` is written
+    /// as a one-key map, like `split`.
+    #[serde(default, deserialize_with = "via_json")]
     pub calendar: CalendarConfig,
     /// The validation metric trials are ranked by.
     #[serde(default)]
@@ -125,6 +126,14 @@ fn split_from_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SplitCon
              `split: {{dates: {{train_end: 2024-06-30, val_end: 2024-12-31}}}}`"
         ))
     })
+}
+
+/// Reads a section through JSON's data model, where an enum variant is a one-key map.
+fn via_json<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    serde_json::from_value(value).map_err(de::Error::custom)
 }
 
 fn default_retries() -> u32 {
@@ -601,12 +610,18 @@ impl SweepSpec {
         match &self.split {
             SplitConfig::Fractions { train, val, test } => {
                 if [train, val, test].iter().any(|f| !(**f > 0.0 && **f < 1.0)) {
-                    return fail("split.fractions", "each fraction must lie strictly between 0 and 1");
+                    return fail(
+                        "split.fractions",
+                        "each fraction must lie strictly between 0 and 1",
+                    );
                 }
                 if ((train + val + test) - 1.0).abs() > 1e-6 {
                     return fail(
                         "split.fractions",
-                        &format!("train + val + test must add up to 1, got {}", train + val + test),
+                        &format!(
+                            "train + val + test must add up to 1, got {}",
+                            train + val + test
+                        ),
                     );
                 }
             }
@@ -618,7 +633,10 @@ impl SweepSpec {
         }
         if let Categories::List(list) = &self.data.categories {
             if list.is_empty() {
-                return fail("data.categories", "empty list; name at least one category or write `all`");
+                return fail(
+                    "data.categories",
+                    "empty list; name at least one category or write `all`",
+                );
             }
             let distinct: BTreeSet<&String> = list.iter().collect();
             if distinct.len() != list.len() {
@@ -630,15 +648,26 @@ impl SweepSpec {
                         text,
                         file,
                         &format!("overrides.{category}"),
-                        format!("`{category}` is not in data.categories ({})", list.join(", ")),
-                        nearest(category, &list.iter().map(String::as_str).collect::<Vec<_>>()),
+                        format!(
+                            "`{category}` is not in data.categories ({})",
+                            list.join(", ")
+                        ),
+                        nearest(
+                            category,
+                            &list.iter().map(String::as_str).collect::<Vec<_>>(),
+                        ),
                     ));
                 }
             }
         }
         match self.search.method {
             Method::Random => match self.search.samples {
-                None => return fail("search.samples", "random search needs `samples` (at least 1)"),
+                None => {
+                    return fail(
+                        "search.samples",
+                        "random search needs `samples` (at least 1)",
+                    )
+                }
                 Some(0) => return fail("search.samples", "must be at least 1"),
                 Some(_) => {}
             },
@@ -746,15 +775,15 @@ fn serde_error(
         .or_else(|| locate(text, &yaml_path));
 
     // serde writes "unknown field `x`, expected one of `a`, `b`" (or "unknown variant").
-    let suggestion = if message.starts_with("unknown field") || message.starts_with("unknown variant")
-    {
-        let names: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
-        names
-            .split_first()
-            .and_then(|(culprit, expected)| nearest(culprit, expected))
-    } else {
-        None
-    };
+    let suggestion =
+        if message.starts_with("unknown field") || message.starts_with("unknown variant") {
+            let names: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+            names
+                .split_first()
+                .and_then(|(culprit, expected)| nearest(culprit, expected))
+        } else {
+            None
+        };
     let yaml_path = if message.starts_with("unknown field") {
         let culprit = message.split('`').nth(1).unwrap_or_default();
         if yaml_path == "." || yaml_path.is_empty() {
@@ -784,7 +813,10 @@ fn locate(text: &str, yaml_path: &str) -> Option<usize> {
     let mut start = 0;
     let mut indent: Option<usize> = None;
     let mut found = None;
-    for segment in yaml_path.split('.').filter(|s| !s.is_empty() && !s.starts_with('[')) {
+    for segment in yaml_path
+        .split('.')
+        .filter(|s| !s.is_empty() && !s.starts_with('['))
+    {
         let pos = (start..lines.len()).find(|&i| {
             let line = lines[i];
             let trimmed = line.trim_start().trim_start_matches("- ");
@@ -865,14 +897,20 @@ mod tests {
     #[test]
     fn misspelt_metric_suggests_nearest_variant() {
         let err = parse("name: demo\nobjective:\n  metric: val_wap\n").unwrap_err();
-        assert!(err.to_string().contains("did you mean `val_wape`?"), "{err}");
+        assert!(
+            err.to_string().contains("did you mean `val_wape`?"),
+            "{err}"
+        );
     }
 
     #[test]
     fn invalid_learning_rate_in_override_names_override_path() {
         let text = "name: demo\ndata:\n  categories: [DRY, TET]\noverrides:\n  TET:\n    parameters:\n      learning_rate: 0\n";
         let err = plan(text, &["DRY", "TET"]).unwrap_err();
-        assert_eq!(err.yaml_path(), Some("overrides.TET.parameters.learning_rate"));
+        assert_eq!(
+            err.yaml_path(),
+            Some("overrides.TET.parameters.learning_rate")
+        );
         assert!(err.to_string().contains("spec.yaml:7"), "{err}");
     }
 
@@ -882,7 +920,10 @@ mod tests {
         let p = plan(text, &["DRY", "TET"]).unwrap();
         let counts: Vec<usize> = p.counts().into_iter().map(|(_, n)| n).collect();
         assert_eq!(counts, vec![4, 2]);
-        assert_eq!(p.varying(), vec!["dropout".to_string(), "hidden_size".to_string()]);
+        assert_eq!(
+            p.varying(),
+            vec!["dropout".to_string(), "hidden_size".to_string()]
+        );
         assert!(p.duplicates.is_empty());
     }
 
@@ -906,7 +947,8 @@ mod tests {
 
     #[test]
     fn max_trials_caps_round_robin_over_series() {
-        let text = "name: demo\nsearch:\n  max_trials: 3\nparameters:\n  hidden_size: [8, 16, 32]\n";
+        let text =
+            "name: demo\nsearch:\n  max_trials: 3\nparameters:\n  hidden_size: [8, 16, 32]\n";
         let p = plan(text, &["DRY", "TET"]).unwrap();
         let counts: Vec<usize> = p.counts().into_iter().map(|(_, n)| n).collect();
         assert_eq!(counts, vec![2, 1]);
@@ -926,17 +968,34 @@ mod tests {
 
     #[test]
     fn override_for_unlisted_category_is_rejected() {
-        let text = "name: demo\ndata:\n  categories: [DRY]\noverrides:\n  DYR:\n    parameters: {}\n";
+        let text =
+            "name: demo\ndata:\n  categories: [DRY]\noverrides:\n  DYR:\n    parameters: {}\n";
         let err = parse(text).unwrap_err();
         assert!(err.to_string().contains("did you mean `DRY`?"), "{err}");
     }
 
     #[test]
     fn split_is_read_from_a_one_key_map() {
-        let spec = parse("name: demo\nsplit:\n  dates:\n    train_end: 2024-06-30\n    val_end: 2024-10-31\n").unwrap();
+        let spec = parse(
+            "name: demo\nsplit:\n  dates:\n    train_end: 2024-06-30\n    val_end: 2024-10-31\n",
+        )
+        .unwrap();
         assert!(matches!(spec.split, SplitConfig::Dates { .. }));
         let err = parse("name: demo\nsplit:\n  date:\n    train_end: 2024-06-30\n").unwrap_err();
         assert_eq!(err.yaml_path(), Some("split"));
+    }
+
+    #[test]
+    fn calendar_file_source_is_read_from_a_one_key_map() {
+        let spec =
+            parse("name: demo\ncalendar:\n  holidays:\n    file: {path: h.csv, replace: true}\n")
+                .unwrap();
+        assert!(matches!(
+            spec.calendar.holidays,
+            crate::config::CalendarSource::File { replace: true, .. }
+        ));
+        let spec = parse("name: demo\ncalendar:\n  holidays: none\n").unwrap();
+        assert_eq!(spec.calendar.holidays, crate::config::CalendarSource::None);
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub fn nats_server_bin() -> PathBuf {
 
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
-    listener.local_addr().expect("bound socket has an address").port()
+    listener
+        .local_addr()
+        .expect("bound socket has an address")
+        .port()
 }
 
 impl NatsServer {
@@ -78,10 +81,17 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(nats_server_bin());
-        cmd.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-js",
+            "-sd",
+        ])
+        .arg(self.store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         match &self.auth {
             Auth::None => {}
             Auth::UserPassword(user, password) => {
@@ -105,7 +115,11 @@ impl NatsServer {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("nats-server exited during start-up: {status}");
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
@@ -113,7 +127,10 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("nats-server did not listen on port {} within 20 s", self.port);
+        panic!(
+            "nats-server did not listen on port {} within 20 s",
+            self.port
+        );
     }
 
     /// Stops the server gracefully (SIGTERM) and waits for it to exit.

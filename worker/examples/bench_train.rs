@@ -28,9 +28,8 @@ type Ad = CpuTrainBackend;
 fn synthetic(n: usize, seed: u64) -> SampleSet {
     let (t, dt, ds, h) = (30, 4, 17, 30);
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut normal = |len: usize| -> Vec<f32> {
-        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-    };
+    let mut normal =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
     SampleSet {
         input_len: t,
         horizon: h,
@@ -41,7 +40,9 @@ fn synthetic(n: usize, seed: u64) -> SampleSet {
         category: vec![0; n],
         y: normal(n * h),
         y_cbm: vec![0.0; n * h],
-        peak: (0..n * h).map(|i| ((i / 7) % 3 == 0) as u8 as f32).collect(),
+        peak: (0..n * h)
+            .map(|i| ((i / 7) % 3 == 0) as u8 as f32)
+            .collect(),
         origin: (0..n).collect(),
     }
 }
@@ -52,7 +53,9 @@ fn train_rate(config: &HybridLstmConfig, set: &SampleSet, batch: usize, epochs: 
     let device = Default::default();
     let loss = LossSpec::default();
     let mut model: HybridLstm<Ad> = config.init(0, &device);
-    let mut optimizer = AdamConfig::new().with_epsilon(1e-8).init::<Ad, HybridLstm<Ad>>();
+    let mut optimizer = AdamConfig::new()
+        .with_epsilon(1e-8)
+        .init::<Ad, HybridLstm<Ad>>();
     let mut dropout = Dropout::train(config.dropout, 1);
     let mut rng = StdRng::seed_from_u64(2);
     let mut order: Vec<usize> = (0..set.len()).collect();

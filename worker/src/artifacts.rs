@@ -79,7 +79,10 @@ pub fn save_model<B: Backend>(
 pub fn read_card(dir: &Path) -> Result<ModelCard, WorkerError> {
     let path = dir.join(MODEL_JSON);
     let text = std::fs::read_to_string(&path).map_err(|err| {
-        io_error(&path, format!("{err}; is this a folder written by `sweep train`?"))
+        io_error(
+            &path,
+            format!("{err}; is this a folder written by `sweep train`?"),
+        )
     })?;
     serde_json::from_str(&text).map_err(|err| io_error(&path, err))
 }

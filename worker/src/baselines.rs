@@ -20,7 +20,12 @@ pub const MEAN_DAYS: usize = 28;
 /// Forecasts `horizon` days from each origin (index of the first target day in `values`);
 /// the last observed day is `origin - gap - 1`. Days before the start of the series are
 /// skipped (a short history averages what there is; with no history the forecast is 0).
-pub fn forecast(values: &[f64], origins: &[usize], horizon: usize, gap: usize) -> BaselineForecasts {
+pub fn forecast(
+    values: &[f64],
+    origins: &[usize],
+    horizon: usize,
+    gap: usize,
+) -> BaselineForecasts {
     let mut out = BaselineForecasts {
         seasonal_naive: Vec::with_capacity(origins.len() * horizon),
         mean_28d: Vec::with_capacity(origins.len() * horizon),
@@ -78,7 +83,10 @@ mod tests {
         let values: Vec<f64> = (0..200).map(|i| i as f64).collect();
         let b = forecast(&values, &[100], 8, 0);
         // Seasonal naive: day 100 -> 93, ..., day 106 -> 99, day 107 -> 93 (two weeks back).
-        assert_eq!(b.seasonal_naive, vec![93.0, 94.0, 95.0, 96.0, 97.0, 98.0, 99.0, 93.0]);
+        assert_eq!(
+            b.seasonal_naive,
+            vec![93.0, 94.0, 95.0, 96.0, 97.0, 98.0, 99.0, 93.0]
+        );
         // Mean of days 72..=99.
         assert!(b.mean_28d.iter().all(|m| (*m - 85.5).abs() < 1e-12));
         // Weekday profile of day 100: days 93, 86, ..., 9 (13 weeks) -> mean 51.

@@ -43,8 +43,14 @@ fn gemm(
     c: &mut [f32],
 ) {
     assert!(c.len() >= m * n, "gemm output buffer too small");
-    assert!(a.len() > (m - 1) * rsa + (k - 1) * csa, "gemm lhs buffer too small");
-    assert!(b.len() > (k - 1) * rsb + (n - 1) * csb, "gemm rhs buffer too small");
+    assert!(
+        a.len() > (m - 1) * rsa + (k - 1) * csa,
+        "gemm lhs buffer too small"
+    );
+    assert!(
+        b.len() > (k - 1) * rsb + (n - 1) * csb,
+        "gemm rhs buffer too small"
+    );
     // SAFETY: the asserts above keep every index the strides reach inside the slices, and `c`
     // does not alias `a` or `b` (it is a distinct mutable borrow).
     unsafe {
@@ -85,9 +91,23 @@ pub fn forward(
 
     for t in 0..steps {
         let (done, rest) = hiddens.split_at_mut(t * step_state);
-        let h_prev: &[f32] = if t == 0 { &h0 } else { &done[(t - 1) * step_state..] };
+        let h_prev: &[f32] = if t == 0 {
+            &h0
+        } else {
+            &done[(t - 1) * step_state..]
+        };
         let gates = &mut acts[t * step_gates..(t + 1) * step_gates];
-        gemm(batch, hidden, four_h, h_prev, (hidden, 1), &w_hh, (four_h, 1), 1.0, gates);
+        gemm(
+            batch,
+            hidden,
+            four_h,
+            h_prev,
+            (hidden, 1),
+            &w_hh,
+            (four_h, 1),
+            1.0,
+            gates,
+        );
         let h_out = &mut rest[..step_state];
         let (cells_done, cells_rest) = cells.split_at_mut(t * step_state);
         let c_out = &mut cells_rest[..step_state];
@@ -163,12 +183,32 @@ pub fn backward(saved: &Saved, grad_hiddens: &[f32]) -> (Vec<f32>, Vec<f32>, Vec
             }
         }
         // dh_{t-1} = da W_hh^T: W_hh^T read through strides (row stride 1, column stride 4H).
-        gemm(batch, four_h, hidden, da, (four_h, 1), &saved.w_hh, (1, four_h), 0.0, &mut dh_next);
+        gemm(
+            batch,
+            four_h,
+            hidden,
+            da,
+            (four_h, 1),
+            &saved.w_hh,
+            (1, four_h),
+            0.0,
+            &mut dh_next,
+        );
     }
 
     // dW_hh = H_prev^T dA over all steps at once, with H_prev = [h0; h_0 .. h_{T-2}].
     let mut dw = vec![0.0f32; hidden * four_h];
-    gemm(hidden, batch, four_h, &saved.h0, (1, hidden), &dxp[..step_gates], (four_h, 1), 0.0, &mut dw);
+    gemm(
+        hidden,
+        batch,
+        four_h,
+        &saved.h0,
+        (1, hidden),
+        &dxp[..step_gates],
+        (four_h, 1),
+        0.0,
+        &mut dw,
+    );
     if steps > 1 {
         let rows = (steps - 1) * batch;
         gemm(

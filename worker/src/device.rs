@@ -81,7 +81,7 @@ fn probe_cuda(index: usize) -> Result<(), WorkerError> {
     use burn::tensor::Tensor;
 
     let outcome = std::panic::catch_unwind(|| {
-        let device = burn::backend::cuda::CudaDevice::new(index);
+        let device = burn::backend::cuda::CudaDevice { index };
         let t = Tensor::<CudaBackend, 1>::from_floats([1.0, 2.0], &device);
         t.sum().into_scalar()
     });
@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn unknown_device_is_a_clear_error() {
         let err = "tpu:0".parse::<DeviceSpec>().unwrap_err();
-        assert!(err.to_string().contains("expected `cpu` or `cuda:N`"), "{err}");
+        assert!(
+            err.to_string().contains("expected `cpu` or `cuda:N`"),
+            "{err}"
+        );
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
     }
 
@@ -121,6 +124,9 @@ mod tests {
     #[test]
     fn cuda_without_feature_asks_for_rebuild() {
         let err = DeviceSpec::Cuda(0).ensure_available().unwrap_err();
-        assert!(err.to_string().contains("rebuild with --features cuda"), "{err}");
+        assert!(
+            err.to_string().contains("rebuild with --features cuda"),
+            "{err}"
+        );
     }
 }

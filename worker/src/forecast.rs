@@ -35,16 +35,17 @@ pub fn forecast(
     let (card, model) = artifacts::load_model::<CpuBackend>(model_dir, &device)?;
     let series = shipments.series(&card.series)?;
     let calendar = Calendar::new(&card.pipeline.calendar)?;
-    let first = *series.dates.first().ok_or(WorkerError::EmptySplit { split: "series" })?;
+    let first = *series
+        .dates
+        .first()
+        .ok_or(WorkerError::EmptySplit { split: "series" })?;
     let origin_date = from.unwrap_or_else(|| {
         *series.dates.last().expect("series is not empty") + chrono::Duration::days(1)
     });
     let offset = (origin_date - first).num_days();
-    let origin = usize::try_from(offset).map_err(|_| {
-        shared::error::DataError::Config {
-            key: "from".into(),
-            message: format!("{origin_date} is before the first data day {first}"),
-        }
+    let origin = usize::try_from(offset).map_err(|_| shared::error::DataError::Config {
+        key: "from".into(),
+        message: format!("{origin_date} is before the first data day {first}"),
     })?;
     let (x_temporal, x_static) = samples::inference_input(
         &series,
@@ -56,14 +57,18 @@ pub fn forecast(
 
     let window = card.pipeline.window;
     let xt = Tensor::<CpuBackend, 3>::from_data(
-        TensorData::new(x_temporal, [1, window.input, card.config.temporal_input_dim]),
+        TensorData::new(
+            x_temporal,
+            [1, window.input, card.config.temporal_input_dim],
+        ),
         &device,
     );
     let xs = Tensor::<CpuBackend, 2>::from_data(
         TensorData::new(x_static, [1, card.config.static_input_dim]),
         &device,
     );
-    let category = Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
+    let category =
+        Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
     let scaled = model
         .forward(xt, xs, category, &mut Dropout::Off)
         .into_data()

@@ -197,9 +197,11 @@ impl<B: LstmBackend, C: CheckpointStrategy> LstmBackend for Autodiff<B, C> {
                     B::lstm_forward_saving(xp.primitive, h0.primitive, w_hh.primitive);
                 prep.finish(state, hiddens)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::lstm_recurrence(xp.primitive, h0.primitive, w_hh.primitive))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::lstm_recurrence(
+                xp.primitive,
+                h0.primitive,
+                w_hh.primitive,
+            )),
         }
     }
 }
@@ -226,7 +228,8 @@ mod tests {
     #[test]
     fn fused_recurrence_matches_composed_values_and_gradients() {
         let (xp, h0, w) = inputs(3);
-        let weights = Tensor::<Ad, 3>::random([5, 3, 4], Distribution::Normal(0.0, 1.0), &xp.device());
+        let weights =
+            Tensor::<Ad, 3>::random([5, 3, 4], Distribution::Normal(0.0, 1.0), &xp.device());
 
         let composed = recurrence_composed(xp.clone(), h0.clone(), w.clone());
         let fused = wrap::<Ad, 3>(Ad::lstm_recurrence(
@@ -242,15 +245,21 @@ mod tests {
         let g1 = (composed * weights.clone()).sum().backward();
         let g2 = (fused * weights).sum().backward();
         for (a, b) in [
-            (xp.grad(&g1).unwrap().into_data(), xp.grad(&g2).unwrap().into_data()),
-            (w.grad(&g1).unwrap().into_data(), w.grad(&g2).unwrap().into_data()),
+            (
+                xp.grad(&g1).unwrap().into_data(),
+                xp.grad(&g2).unwrap().into_data(),
+            ),
+            (
+                w.grad(&g1).unwrap().into_data(),
+                w.grad(&g2).unwrap().into_data(),
+            ),
         ] {
             a.assert_approx_eq::<f32>(&b, Tolerance::absolute(1e-4));
         }
-        h0.grad(&g1)
-            .unwrap()
-            .into_data()
-            .assert_approx_eq::<f32>(&h0.grad(&g2).unwrap().into_data(), Tolerance::absolute(1e-4));
+        h0.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(
+            &h0.grad(&g2).unwrap().into_data(),
+            Tolerance::absolute(1e-4),
+        );
     }
 
     #[test]
@@ -260,12 +269,12 @@ mod tests {
 
         let (xp, h0, w) = inputs(5);
         let (xp, h0, w) = (xp.inner(), h0.inner(), w.inner());
-        let grad = Tensor::<Cpu, 3>::random([5, 3, 4], Distribution::Normal(0.0, 1.0), &xp.device());
+        let grad =
+            Tensor::<Cpu, 3>::random([5, 3, 4], Distribution::Normal(0.0, 1.0), &xp.device());
 
         let (h_generic, state) = forward_with_state::<Cpu>(xp.clone(), h0.clone(), w.clone());
         let (dxp, dh0, dw) = backward_from_state::<Cpu>(state, grad.clone());
-        let (h_kernel, state) =
-            Cpu::lstm_forward_saving(unwrap(xp), unwrap(h0), unwrap(w));
+        let (h_kernel, state) = Cpu::lstm_forward_saving(unwrap(xp), unwrap(h0), unwrap(w));
         let [kxp, kh0, kw] = Cpu::lstm_backward(state, unwrap(grad));
 
         let close = |a: burn::tensor::TensorData, b: burn::tensor::TensorData| {

@@ -55,8 +55,8 @@ pub enum Dropout {
     On {
         /// Drop probability.
         p: f64,
-        /// Mask generator.
-        rng: StdRng,
+        /// Mask generator (boxed: the generator's state is large and `Off` is common).
+        rng: Box<StdRng>,
     },
 }
 
@@ -66,7 +66,7 @@ impl Dropout {
         if p > 0.0 {
             Dropout::On {
                 p,
-                rng: StdRng::seed_from_u64(seed),
+                rng: Box::new(StdRng::seed_from_u64(seed)),
             }
         } else {
             Dropout::Off

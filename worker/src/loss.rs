@@ -64,7 +64,9 @@ impl LossSpec {
                 let weight = under
                     .mul_scalar(self.under_penalty - self.over_penalty)
                     .add_scalar(self.over_penalty);
-                let boost = peak.mul_scalar(self.peak_season_boost - 1.0).add_scalar(1.0);
+                let boost = peak
+                    .mul_scalar(self.peak_season_boost - 1.0)
+                    .add_scalar(1.0);
                 (weight * boost * diff.clone() * diff).mean()
             }
             LossKind::Quantile => {

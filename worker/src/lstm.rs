@@ -35,9 +35,7 @@ pub trait LstmBackend: Backend {
         let xp = Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(xp));
         let h0 = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(h0));
         let w_hh = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(w_hh));
-        recurrence_composed(xp, h0, w_hh)
-            .into_primitive()
-            .tensor()
+        recurrence_composed(xp, h0, w_hh).into_primitive().tensor()
     }
 
     /// The recurrence, keeping what [`Self::lstm_backward`] needs.
@@ -90,7 +88,11 @@ fn from_vec<const D: usize>(values: Vec<f32>, dims: [usize; D]) -> FloatTensor<C
 }
 
 impl LstmBackend for Cpu {
-    fn lstm_recurrence(xp: FloatTensor<Self>, h0: FloatTensor<Self>, w_hh: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn lstm_recurrence(
+        xp: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        w_hh: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         Self::lstm_forward_saving(xp, h0, w_hh).0
     }
 
@@ -139,6 +141,11 @@ impl LstmBackend for Cpu {
         ]
     }
 }
+
+/// The CUDA backend runs the recurrence with the default (composed) methods; its own fused
+/// kernel is future work.
+#[cfg(feature = "cuda")]
+impl LstmBackend for burn::backend::Cuda<f32> {}
 
 /// The recurrence written with ordinary tensor operations: the reference the fused operation
 /// is tested against, and the forward pass of backends without a fused one.
@@ -210,7 +217,12 @@ impl<B: LstmBackend> Lstm<B> {
     /// Runs the stack over `x` `[B, T, I]` with every layer starting from `h0` `[B, H]` (the
     /// cell state starts at zero); `dropout` applies between layers. Returns the top layer's
     /// last hidden state `[B, H]`.
-    pub fn forward(&self, x: Tensor<B, 3>, h0: Tensor<B, 2>, dropout: &mut Dropout) -> Tensor<B, 2> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        h0: Tensor<B, 2>,
+        dropout: &mut Dropout,
+    ) -> Tensor<B, 2> {
         let [batch, steps, _] = x.dims();
         let mut input = x.swap_dims(0, 1);
         let mut last = h0.clone();
@@ -233,7 +245,10 @@ impl<B: LstmBackend> Lstm<B> {
                 layer.w_hh.val().into_primitive().tensor(),
             );
             let hs = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(hs));
-            last = hs.clone().narrow(0, steps - 1, 1).reshape([batch, four_h / 4]);
+            last = hs
+                .clone()
+                .narrow(0, steps - 1, 1)
+                .reshape([batch, four_h / 4]);
             input = hs;
         }
 

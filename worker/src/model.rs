@@ -393,7 +393,8 @@ mod tests {
         let (b, t) = (3, 7);
         let xt = Tensor::<CpuBackend, 3>::ones([b, t, 4], &device);
         let xs = Tensor::<CpuBackend, 2>::ones([b, 17], &device);
-        let cat = Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(vec![0i64; b], [b]), &device);
+        let cat =
+            Tensor::<CpuBackend, 1, Int>::from_data(TensorData::new(vec![0i64; b], [b]), &device);
         let y = model.forward(xt, xs, cat, &mut Dropout::Off);
         assert_eq!(y.dims(), [b, 30]);
         let values = y.into_data().to_vec::<f32>().unwrap();

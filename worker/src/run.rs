@@ -91,8 +91,8 @@ pub fn execute_with_data(
     on_epoch: &mut dyn FnMut(&EpochReport),
 ) -> TrialResult {
     let started = Instant::now();
-    let _span = tracing::info_span!("trial", trial_id = %trial.trial_id, worker_id = %ctx.worker)
-        .entered();
+    let _span =
+        tracing::info_span!("trial", trial_id = %trial.trial_id, worker_id = %ctx.worker).entered();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         run_trial(trial, shipments, data, ctx, on_epoch)
     }));
@@ -164,7 +164,8 @@ fn run_trial(
         });
     }
     tracing::debug!(checks = report.checks.len(), "leakage check passed");
-    let dataset = shared::samples::build(&series, &calendar, &trial.pipeline, params.target_transform)?;
+    let dataset =
+        shared::samples::build(&series, &calendar, &trial.pipeline, params.target_transform)?;
     let card = |config: HybridLstmConfig, dataset: &Dataset| ModelCard {
         config,
         params: params.clone(),
@@ -194,7 +195,7 @@ fn run_trial(
             &params,
             &dataset,
             &trial.pipeline,
-            &burn::backend::cuda::CudaDevice::new(index),
+            &burn::backend::cuda::CudaDevice { index },
             ctx,
             &card,
             on_epoch,

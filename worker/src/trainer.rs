@@ -107,7 +107,11 @@ impl<B: Backend> Batch<B> {
 /// Checks that `set` fits `config`.
 pub fn check_shapes(config: &HybridLstmConfig, set: &SampleSet) -> Result<(), WorkerError> {
     let checks = [
-        ("temporal features", set.temporal_dim, config.temporal_input_dim),
+        (
+            "temporal features",
+            set.temporal_dim,
+            config.temporal_input_dim,
+        ),
         ("static features", set.static_dim, config.static_input_dim),
         ("horizon", set.horizon, config.output_dim),
     ];
@@ -133,7 +137,12 @@ pub fn predict<B: LstmBackend>(
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
         let batch = Batch::<B>::gather(set, chunk, device);
-        let y = model.forward(batch.x_temporal, batch.x_static, batch.category, &mut Dropout::Off);
+        let y = model.forward(
+            batch.x_temporal,
+            batch.x_static,
+            batch.category,
+            &mut Dropout::Off,
+        );
         out.extend(
             y.into_data()
                 .convert::<f32>()
@@ -191,7 +200,11 @@ where
     let mut since_best = 0;
     let mut history = Vec::new();
 
-    let finish = |model: HybridLstm<B>, best: Option<HybridLstm<B::InnerBackend>>, history, best_epoch, outcome| {
+    let finish = |model: HybridLstm<B>,
+                  best: Option<HybridLstm<B::InnerBackend>>,
+                  history,
+                  best_epoch,
+                  outcome| {
         Ok(Trained {
             model: best.unwrap_or_else(|| model.valid()),
             history,
@@ -205,16 +218,32 @@ where
         let mut loss_sum = 0.0;
         for chunk in order.chunks(params.batch_size) {
             if cancel.load(Ordering::Relaxed) {
-                return finish(model, best_model, history, best_epoch, TrainOutcome::Cancelled);
+                return finish(
+                    model,
+                    best_model,
+                    history,
+                    best_epoch,
+                    TrainOutcome::Cancelled,
+                );
             }
             let batch = Batch::<B>::gather(train, chunk, device);
-            let forecast =
-                model.forward(batch.x_temporal, batch.x_static, batch.category, &mut dropout);
+            let forecast = model.forward(
+                batch.x_temporal,
+                batch.x_static,
+                batch.category,
+                &mut dropout,
+            );
             let loss = loss_spec.tensor(forecast, batch.y, batch.peak);
             let value: f64 = loss.clone().into_scalar().elem();
             if !value.is_finite() {
                 let reason = format!("training loss became {value} in epoch {epoch}");
-                return finish(model, best_model, history, best_epoch, TrainOutcome::Diverged { epoch, reason });
+                return finish(
+                    model,
+                    best_model,
+                    history,
+                    best_epoch,
+                    TrainOutcome::Diverged { epoch, reason },
+                );
             }
             loss_sum += value * chunk.len() as f64;
 
@@ -241,7 +270,13 @@ where
         tracing::debug!(epoch, train_loss, val_loss, lr, "epoch finished");
         if !val_loss.is_finite() {
             let reason = format!("validation loss became {val_loss} in epoch {epoch}");
-            return finish(model, best_model, history, best_epoch, TrainOutcome::Diverged { epoch, reason });
+            return finish(
+                model,
+                best_model,
+                history,
+                best_epoch,
+                TrainOutcome::Diverged { epoch, reason },
+            );
         }
 
         if val_loss < best_val {
@@ -268,7 +303,13 @@ where
         }
     }
 
-    finish(model, best_model, history, best_epoch, TrainOutcome::Completed)
+    finish(
+        model,
+        best_model,
+        history,
+        best_epoch,
+        TrainOutcome::Completed,
+    )
 }
 
 /// The inner backend's device of an autodiff device (they are the same type in burn).
@@ -278,13 +319,11 @@ fn device_inner<B: AutodiffBackend>(device: &B::Device) -> &<B::InnerBackend as 
 
 /// Scales every gradient by `max_norm / norm` when the global L2 norm over all parameters
 /// exceeds `max_norm` (PyTorch's `clip_grad_norm_`).
-fn clip_global_norm<B: AutodiffBackend>(
+fn clip_global_norm<B: AutodiffBackend + LstmBackend>(
     model: &HybridLstm<B>,
     grads: &mut GradientsParams,
     max_norm: f64,
-) where
-    B: LstmBackend,
-{
+) {
     let mut norm = GradNorm::<B> {
         grads,
         sum: None,
@@ -360,7 +399,8 @@ pub(crate) mod tests {
             for step in 0..t {
                 for feature in 0..dt {
                     let wiggle: f32 = rng.random_range(-0.1..0.1);
-                    set.x_temporal.push(level + 0.1 * (step + feature) as f32 + wiggle);
+                    set.x_temporal
+                        .push(level + 0.1 * (step + feature) as f32 + wiggle);
                 }
             }
             for _ in 0..ds {

@@ -22,8 +22,8 @@ use crate::store::{Manifest, RunDir};
 pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
     let prepared = prepare(&args.spec, args.data.as_deref(), args.max_trials, true)?;
     let root = RunDir::path_of(&args.out, &prepared.spec.name);
-    let (mut run_dir, previous) =
-        RunDir::open(&root).with_context(|| format!("opening the run folder {}", root.display()))?;
+    let (mut run_dir, previous) = RunDir::open(&root)
+        .with_context(|| format!("opening the run folder {}", root.display()))?;
     run_dir.write_manifest(&manifest(&prepared))?;
 
     if args.nats.url.is_some() {
@@ -38,7 +38,13 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::SUCCESS);
         }
-        return run_sweep(&prepared, &mut run_dir, &previous, &mut transport, args.json);
+        return run_sweep(
+            &prepared,
+            &mut run_dir,
+            &previous,
+            &mut transport,
+            args.json,
+        );
     }
 
     let trial_root = run_dir.root().join("trials");
@@ -49,7 +55,13 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
         worker::DeviceSpec::Cpu,
         Arc::new(move |id| trial_root.join(&id.0)),
     )?;
-    run_sweep(&prepared, &mut run_dir, &previous, &mut transport, args.json)
+    run_sweep(
+        &prepared,
+        &mut run_dir,
+        &previous,
+        &mut transport,
+        args.json,
+    )
 }
 
 /// Runs a prepared sweep through `transport`, writes the leaderboard files into the run folder
@@ -62,7 +74,8 @@ pub fn run_sweep(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let spec = &prepared.spec;
-    let settled = prepared.plan.trials.len() - engine::pending(&prepared.plan.trials, previous).len();
+    let settled =
+        prepared.plan.trials.len() - engine::pending(&prepared.plan.trials, previous).len();
     let visible = !json && std::io::stderr().is_terminal();
     let mut progress = Progress::new(
         prepared.plan.trials.len() as u64,
@@ -91,7 +104,11 @@ fn report(
     summary: &SweepSummary,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let board = Leaderboard::build(&prepared.spec.name, &summary.outcomes, prepared.spec.objective);
+    let board = Leaderboard::build(
+        &prepared.spec.name,
+        &summary.outcomes,
+        prepared.spec.objective,
+    );
     board
         .write_files(run_dir.root(), &summary.outcomes)
         .context("writing the leaderboard files")?;
@@ -99,7 +116,8 @@ fn report(
     let text = board.render(if json { Format::Json } else { Format::Table });
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    out.write_all(text.as_bytes()).context("writing to stdout")?;
+    out.write_all(text.as_bytes())
+        .context("writing to stdout")?;
 
     let failed = summary.failed();
     tracing::info!(

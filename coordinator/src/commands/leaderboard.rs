@@ -29,7 +29,11 @@ pub fn run(args: LeaderboardArgs) -> anyhow::Result<ExitCode> {
 
     let mut board = Leaderboard::build(&sweep.sweep, &results, objective);
     board.filter(args.top, None);
-    let text = board.render(if sweep.json { Format::Json } else { Format::Table });
+    let text = board.render(if sweep.json {
+        Format::Json
+    } else {
+        Format::Table
+    });
     std::io::stdout()
         .lock()
         .write_all(text.as_bytes())

@@ -44,7 +44,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
         table.add_row(row);
     }
 
-    writeln!(out, "sweep {} on {} ({} trials)", plan.sweep, prepared.data_label, plan.trials.len())?;
+    writeln!(
+        out,
+        "sweep {} on {} ({} trials)",
+        plan.sweep,
+        prepared.data_label,
+        plan.trials.len()
+    )?;
     for (series, n) in plan.counts() {
         writeln!(out, "  {series}: {n} trials")?;
     }
@@ -56,7 +62,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     if !plan.duplicates.is_empty() {
         writeln!(out, "  {} duplicate points dropped:", plan.duplicates.len())?;
         for d in &plan.duplicates {
-            writeln!(out, "    {} {} = trial {}", d.series, serde_json::to_string(&d.params)?, d.same_as)?;
+            writeln!(
+                out,
+                "    {} {} = trial {}",
+                d.series,
+                serde_json::to_string(&d.params)?,
+                d.same_as
+            )?;
         }
     }
     if plan.capped > 0 {

@@ -82,8 +82,14 @@ fn status_table(snapshot: &SweepSnapshot) -> Table {
     for (status, count) in snapshot.counts() {
         table.add_row(vec![status.to_string(), count.to_string()]);
     }
-    table.add_row(vec!["unfinished".to_string(), snapshot.unfinished().to_string()]);
-    table.add_row(vec!["queued messages".to_string(), snapshot.queued.to_string()]);
+    table.add_row(vec![
+        "unfinished".to_string(),
+        snapshot.unfinished().to_string(),
+    ]);
+    table.add_row(vec![
+        "queued messages".to_string(),
+        snapshot.queued.to_string(),
+    ]);
     table.add_row(vec!["attempts".to_string(), snapshot.attempts.to_string()]);
     table.add_row(vec![
         "objective".to_string(),
@@ -104,7 +110,10 @@ pub fn cancel(args: SweepRefArgs) -> anyhow::Result<ExitCode> {
     let dropped = runtime.block_on(query::cancel(&session, &args.sweep))?;
 
     if args.json {
-        println!("{}", serde_json::json!({ "sweep": args.sweep, "dropped": dropped }));
+        println!(
+            "{}",
+            serde_json::json!({ "sweep": args.sweep, "dropped": dropped })
+        );
     } else {
         println!(
             "sweep {}: cancelled; {dropped} queued trials dropped (running ones report \
@@ -121,9 +130,16 @@ pub fn retry_failed(args: SweepRefArgs) -> anyhow::Result<ExitCode> {
     let queued = runtime.block_on(query::retry_failed(&session, &args.sweep))?;
 
     if args.json {
-        println!("{}", serde_json::json!({ "sweep": args.sweep, "queued": queued }));
+        println!(
+            "{}",
+            serde_json::json!({ "sweep": args.sweep, "queued": queued })
+        );
     } else {
-        println!("sweep {}: {} failed trials queued again", args.sweep, queued.len());
+        println!(
+            "sweep {}: {} failed trials queued again",
+            args.sweep,
+            queued.len()
+        );
         for trial_id in &queued {
             println!("  {trial_id}");
         }

@@ -66,13 +66,15 @@ impl EmbeddedTransport {
                 cancel: cancel.clone(),
                 shipments: shipments.clone(),
                 data: data.clone(),
-                device: device.clone(),
+                device,
                 trial_dir: trial_dir.clone(),
             };
             let handle = std::thread::Builder::new()
                 .name(worker.name.clone())
                 .spawn(move || worker.run())
-                .map_err(|err| TransportError::Other(format!("cannot start a worker thread: {err}")))?;
+                .map_err(|err| {
+                    TransportError::Other(format!("cannot start a worker thread: {err}"))
+                })?;
             handles.push(handle);
         }
         Ok(Self {
@@ -151,7 +153,7 @@ impl WorkerLoop {
                 worker: self.name.clone(),
             });
             let ctx = RunContext {
-                device: self.device.clone(),
+                device: self.device,
                 worker: self.name.clone(),
                 attempt,
                 cancel: self.cancel.clone(),

@@ -81,7 +81,11 @@ pub fn pending(trials: &[TrialSpec], previous: &[TrialResult]) -> Vec<Dispatch> 
     }
     trials
         .iter()
-        .filter(|t| latest.get(&t.trial_id).is_none_or(|r| !is_settled(r.status)))
+        .filter(|t| {
+            latest
+                .get(&t.trial_id)
+                .is_none_or(|r| !is_settled(r.status))
+        })
         .map(|t| Dispatch {
             trial: t.clone(),
             attempt: attempts.get(&t.trial_id).copied().unwrap_or(0) + 1,
@@ -184,7 +188,10 @@ fn drive(
                     continue;
                 }
 
-                let objective = result.metrics.as_ref().map(|m| cfg.objective.metric.value(m));
+                let objective = result
+                    .metrics
+                    .as_ref()
+                    .map(|m| cfg.objective.metric.value(m));
                 match result.status {
                     TrialStatus::Completed => tracing::info!(
                         trial_id = %result.trial_id,

@@ -109,7 +109,10 @@ pub fn read_data(
             Ok((bytes, path.display().to_string()))
         }
         None => {
-            let seed = spec.data.synthetic_seed.unwrap_or(shared::synth::DEFAULT_SEED);
+            let seed = spec
+                .data
+                .synthetic_seed
+                .unwrap_or(shared::synth::DEFAULT_SEED);
             let (start, end) = shared::synth::default_range();
             Ok((
                 shared::synth::generate_csv(seed, start, end),

@@ -46,6 +46,9 @@ pub struct Dispatch {
 }
 
 /// What a transport reports back to the engine.
+// A result is far larger than the other events, but events arrive a few times a second at most,
+// so boxing it would buy nothing and cost every transport a `Box::new`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum TransportEvent {
     /// A worker began an attempt.

@@ -42,7 +42,10 @@ pub fn transport(prepared: &Prepared, args: &LaunchArgs) -> Result<NatsTransport
 
 /// `sweep launch --detach`: queues the pending attempts and returns without following them.
 /// Retries of failed attempts happen when the sweep is launched again (or `retry-failed`).
-pub fn detach(transport: &mut NatsTransport, pending: Vec<Dispatch>) -> Result<usize, TransportError> {
+pub fn detach(
+    transport: &mut NatsTransport,
+    pending: Vec<Dispatch>,
+) -> Result<usize, TransportError> {
     let count = pending.len();
     transport.submit(pending)?;
     Ok(count)

@@ -191,11 +191,13 @@ pub async fn connect(args: &NatsArgs, name: &str) -> Result<Client, NatsError> {
 }
 
 fn check_readable(what: &'static str, path: &std::path::Path) -> Result<(), NatsError> {
-    std::fs::metadata(path).map(|_| ()).map_err(|err| NatsError::File {
-        what,
-        path: path.display().to_string(),
-        message: err.to_string(),
-    })
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|err| NatsError::File {
+            what,
+            path: path.display().to_string(),
+            message: err.to_string(),
+        })
 }
 
 /// Reads a duration in milliseconds from an environment variable, with a default.

@@ -208,7 +208,11 @@ pub async fn retry_failed(session: &Session, sweep: &str) -> Result<Vec<TrialId>
         );
         session
             .js
-            .publish_with_headers(protocol::trials_subject(sweep), headers, message.encode().into())
+            .publish_with_headers(
+                protocol::trials_subject(sweep),
+                headers,
+                message.encode().into(),
+            )
             .await
             .map_err(|e| NatsError::jetstream("queuing a trial", e))?
             .await

@@ -78,7 +78,9 @@ impl Session {
                 ..Default::default()
             })
             .await
-            .map_err(|e| NatsError::jetstream(format!("opening stream {}", protocol::TRIALS_STREAM), e))?;
+            .map_err(|e| {
+                NatsError::jetstream(format!("opening stream {}", protocol::TRIALS_STREAM), e)
+            })?;
         let results = js
             .get_or_create_stream(stream::Config {
                 name: protocol::RESULTS_STREAM.to_string(),
@@ -90,7 +92,9 @@ impl Session {
                 ..Default::default()
             })
             .await
-            .map_err(|e| NatsError::jetstream(format!("opening stream {}", protocol::RESULTS_STREAM), e))?;
+            .map_err(|e| {
+                NatsError::jetstream(format!("opening stream {}", protocol::RESULTS_STREAM), e)
+            })?;
 
         let state = open_bucket(&js, replicas).await?;
         let datasets = open_object_store(&js, protocol::DATASETS_BUCKET, replicas).await?;

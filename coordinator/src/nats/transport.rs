@@ -164,7 +164,10 @@ impl NatsTransport {
         let state = &self.session.state;
 
         // Already queued (or run) in this generation: its result comes through the replay.
-        let existing = state.entry(key.clone()).await.map_err(|e| submit_err(e.to_string()))?;
+        let existing = state
+            .entry(key.clone())
+            .await
+            .map_err(|e| submit_err(e.to_string()))?;
         let existing = existing.filter(|entry| entry.operation == kv::Operation::Put);
         if let Some(entry) = &existing {
             if let Ok(record) = TrialRecord::decode(&entry.value) {
@@ -186,7 +189,8 @@ impl NatsTransport {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
-            protocol::trial_msg_id(&self.sweep, &trial_id, dispatch.attempt, self.generation).as_str(),
+            protocol::trial_msg_id(&self.sweep, &trial_id, dispatch.attempt, self.generation)
+                .as_str(),
         );
         let ack = self
             .session
@@ -210,7 +214,11 @@ impl NatsTransport {
         }
         .encode();
         let written = match &existing {
-            None => state.create(&key, record.into()).await.map(|_| ()).map_err(|e| e.to_string()),
+            None => state
+                .create(&key, record.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Some(entry) => state
                 .update(&key, record.into(), entry.revision)
                 .await

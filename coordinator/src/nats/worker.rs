@@ -62,16 +62,18 @@ pub type Runner =
 
 /// The real runner: trains with `worker::execute_with_data` on `device`.
 pub fn training_runner(device: ::worker::DeviceSpec) -> Runner {
-    Arc::new(move |input: RunInput<'_>, on_epoch: &mut dyn FnMut(&EpochReport)| {
-        let ctx = ::worker::RunContext {
-            device,
-            worker: String::new(),
-            attempt: input.attempt,
-            cancel: input.cancel.clone(),
-            out_dir: Some(input.out_dir.to_path_buf()),
-        };
-        ::worker::execute_with_data(input.trial, input.shipments, input.data, &ctx, on_epoch)
-    })
+    Arc::new(
+        move |input: RunInput<'_>, on_epoch: &mut dyn FnMut(&EpochReport)| {
+            let ctx = ::worker::RunContext {
+                device,
+                worker: String::new(),
+                attempt: input.attempt,
+                cancel: input.cancel.clone(),
+                out_dir: Some(input.out_dir.to_path_buf()),
+            };
+            ::worker::execute_with_data(input.trial, input.shipments, input.data, &ctx, on_epoch)
+        },
+    )
 }
 
 /// Settings of one worker.
@@ -198,7 +200,9 @@ pub async fn run(
                     break;
                 }
             };
-            let permit = permits.pop().expect("a batch holds at most one message per permit");
+            let permit = permits
+                .pop()
+                .expect("a batch holds at most one message per permit");
             let shared = shared.clone();
             tasks.spawn(async move {
                 handle(shared, message).await;
@@ -262,7 +266,10 @@ async fn run_trial(
     let started_at = Utc::now();
     let clock = Instant::now();
     if delivered > 1 {
-        warn!(delivered, "trial redelivered (a worker was lost or handed it back)");
+        warn!(
+            delivered,
+            "trial redelivered (a worker was lost or handed it back)"
+        );
     }
 
     if is_cancelled(&shared, &trial.sweep).await {
@@ -273,7 +280,16 @@ async fn run_trial(
             "the sweep was cancelled".into(),
             0.0,
         );
-        finish(&shared, &message, &trial_message, result, vec![], started_at, 0.0).await;
+        finish(
+            &shared,
+            &message,
+            &trial_message,
+            result,
+            vec![],
+            started_at,
+            0.0,
+        )
+        .await;
         return;
     }
     publish_progress(&shared, &trial_message, ProgressEvent::Started).await;
@@ -295,7 +311,11 @@ async fn run_trial(
     };
 
     let cancel = Arc::new(AtomicBool::new(shared.shutting_down.load(Ordering::SeqCst)));
-    shared.running.lock().expect("running list lock").push(cancel.clone());
+    shared
+        .running
+        .lock()
+        .expect("running list lock")
+        .push(cancel.clone());
     let (result, weights, data_s) = execute(&shared, &trial_message, &cancel).await;
     shared
         .running
@@ -311,7 +331,16 @@ async fn run_trial(
         return;
     }
     debug!(elapsed_s = clock.elapsed().as_secs_f64(), "trial ran");
-    finish(&shared, &message, &trial_message, result, weights, started_at, data_s).await;
+    finish(
+        &shared,
+        &message,
+        &trial_message,
+        result,
+        weights,
+        started_at,
+        data_s,
+    )
+    .await;
 }
 
 /// Fetches the data and runs the trial; never fails (failures become `error` results).
@@ -362,7 +391,13 @@ async fn execute(
     let _ = std::fs::remove_dir_all(&out_dir);
     if let Err(err) = std::fs::create_dir_all(&out_dir) {
         let reason = format!("cannot create scratch folder {}: {err}", out_dir.display());
-        let result = failed_result(&shared.config, trial_message, TrialStatus::Error, reason, 0.0);
+        let result = failed_result(
+            &shared.config,
+            trial_message,
+            TrialStatus::Error,
+            reason,
+            0.0,
+        );
         return (result, vec![], data_s);
     }
 
@@ -472,7 +507,8 @@ async fn finish(
             }
         }
     }
-    if let Err(err) = message.ack().await {
+    // A confirmed ack: once it returns, the trial has left the queue for good.
+    if let Err(err) = message.double_ack().await {
         // The result is stored; a redelivery produces the same (trial, attempt), which the
         // coordinator drops.
         warn!(error = %err, "ack failed after the result was stored");
@@ -530,8 +566,15 @@ async fn is_cancelled(shared: &Shared, sweep: &str) -> bool {
             return *cancelled;
         }
     }
-    let cancelled = match shared.session.state.get(protocol::manifest_key(sweep)).await {
-        Ok(Some(bytes)) => SweepManifest::decode(&bytes).map(|m| m.cancelled).unwrap_or(false),
+    let cancelled = match shared
+        .session
+        .state
+        .get(protocol::manifest_key(sweep))
+        .await
+    {
+        Ok(Some(bytes)) => SweepManifest::decode(&bytes)
+            .map(|m| m.cancelled)
+            .unwrap_or(false),
         _ => false,
     };
     shared
@@ -622,7 +665,11 @@ async fn store_weights(shared: &Shared, trial_message: &TrialMessage, dir: &Path
             continue;
         }
         let file = entry.file_name().to_string_lossy().to_string();
-        let name = protocol::weights_object(&trial_message.trial.sweep, &trial_message.trial.trial_id, &file);
+        let name = protocol::weights_object(
+            &trial_message.trial.sweep,
+            &trial_message.trial.trial_id,
+            &file,
+        );
         let Ok(mut reader) = tokio::fs::File::open(&path).await else {
             continue;
         };

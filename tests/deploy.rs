@@ -1511,7 +1511,7 @@ async fn worker_user_cannot_publish_trials_but_coordinator_can() {
     wjs.set_timeout(Duration::from_secs(2));
     let forged = match wjs.publish(subject.clone(), "forged trial".into()).await {
         Ok(ack) => ack.await.map(|_| ()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     };
     assert!(forged.is_err(), "the worker's trial was acknowledged");
     let violation = tokio::time::timeout(Duration::from_secs(5), async {

@@ -60,10 +60,20 @@ pub struct NatsArgs {
     #[arg(long = "nats-user", env = "SWEEP_NATS_USER", value_name = "USER")]
     pub user: Option<String>,
     /// Password for user/password authentication.
-    #[arg(long = "nats-password", env = "SWEEP_NATS_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "nats-password",
+        env = "SWEEP_NATS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Token authentication.
-    #[arg(long = "nats-token", env = "SWEEP_NATS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "nats-token",
+        env = "SWEEP_NATS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// Credentials file (JWT + NKey).
     #[arg(long = "nats-creds", env = "SWEEP_NATS_CREDS", value_name = "FILE")]
@@ -72,7 +82,11 @@ pub struct NatsArgs {
     #[arg(long = "nats-tls-ca", env = "SWEEP_NATS_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate for mutual TLS.
-    #[arg(long = "nats-tls-cert", env = "SWEEP_NATS_TLS_CERT", value_name = "FILE")]
+    #[arg(
+        long = "nats-tls-cert",
+        env = "SWEEP_NATS_TLS_CERT",
+        value_name = "FILE"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Client key for mutual TLS.
     #[arg(long = "nats-tls-key", env = "SWEEP_NATS_TLS_KEY", value_name = "FILE")]
@@ -175,7 +189,12 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
     /// Device: cpu or cuda:N.
-    #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu", value_name = "DEVICE")]
+    #[arg(
+        long,
+        env = "SWEEP_DEVICE",
+        default_value = "cpu",
+        value_name = "DEVICE"
+    )]
     pub device: String,
     /// Trials run concurrently by this worker.
     #[arg(long, env = "SWEEP_SLOTS", default_value_t = 1, value_name = "N")]
@@ -184,7 +203,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "SWEEP_WORKER_NAME", value_name = "NAME")]
     pub name: Option<String>,
     /// Stop taking work after this many consecutive failed trials.
-    #[arg(long, env = "SWEEP_MAX_CONSECUTIVE_FAILURES", default_value_t = 5, value_name = "K")]
+    #[arg(
+        long,
+        env = "SWEEP_MAX_CONSECUTIVE_FAILURES",
+        default_value_t = 5,
+        value_name = "K"
+    )]
     pub max_consecutive_failures: usize,
     /// Dataset cache folder.
     #[arg(long, env = "SWEEP_CACHE_DIR", value_name = "DIR")]

@@ -166,10 +166,11 @@ impl HyperParams {
             key: text.to_string(),
             message: "expected key=value".into(),
         })?;
-        let value: Value = serde_norway::from_str(raw.trim()).map_err(|err| ParamError::Invalid {
-            key: key.trim().to_string(),
-            message: err.to_string(),
-        })?;
+        let value: Value =
+            serde_norway::from_str(raw.trim()).map_err(|err| ParamError::Invalid {
+                key: key.trim().to_string(),
+                message: err.to_string(),
+            })?;
         Ok((key.trim().to_string(), value))
     }
 
@@ -202,8 +203,7 @@ impl HyperParams {
         if !(0.0 < self.quantile && self.quantile < 1.0) {
             return bad("quantile", "must be in (0, 1)");
         }
-        if self.under_penalty <= 0.0 || self.over_penalty <= 0.0 || self.peak_season_boost <= 0.0
-        {
+        if self.under_penalty <= 0.0 || self.over_penalty <= 0.0 || self.peak_season_boost <= 0.0 {
             return bad("under_penalty", "penalties and boost must be positive");
         }
         Ok(())
@@ -233,7 +233,7 @@ fn normalise_integral(key: &str, value: &Value) -> Value {
     ];
     match value {
         Value::Number(n) if integer_keys.contains(&key) => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f >= 0.0 && f < 9.0e15 => Value::from(f as u64),
+            Some(f) if f.fract() == 0.0 && (0.0..9.0e15).contains(&f) => Value::from(f as u64),
             _ => value.clone(),
         },
         _ => value.clone(),

@@ -151,9 +151,13 @@ impl HyperParams {
         for (key, value) in map {
             obj.insert(key.clone(), normalise_integral(key, value));
         }
-        let params: Self = serde_json::from_value(merged).map_err(|err| ParamError::Invalid {
-            key: first_key_in(&err.to_string(), map),
-            message: err.to_string(),
+        // The path of the first field that fails to deserialise is the key to blame.
+        let params: Self = serde_path_to_error::deserialize(merged).map_err(|err| {
+            let key = err.path().iter().next().map(|segment| segment.to_string());
+            ParamError::Invalid {
+                key: key.unwrap_or_else(|| "parameters".to_string()),
+                message: err.into_inner().to_string(),
+            }
         })?;
         params.validate()?;
         Ok(params)
@@ -171,7 +175,14 @@ impl HyperParams {
                 key: key.trim().to_string(),
                 message: err.to_string(),
             })?;
-        Ok((key.trim().to_string(), value))
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(ParamError::Invalid {
+                key: text.to_string(),
+                message: "the key before `=` is empty; write key=value, e.g. hidden_size=64".into(),
+            });
+        }
+        Ok((key.to_string(), value))
     }
 
     /// Range checks that serde types cannot express.
@@ -203,8 +214,14 @@ impl HyperParams {
         if !(0.0 < self.quantile && self.quantile < 1.0) {
             return bad("quantile", "must be in (0, 1)");
         }
-        if self.under_penalty <= 0.0 || self.over_penalty <= 0.0 || self.peak_season_boost <= 0.0 {
-            return bad("under_penalty", "penalties and boost must be positive");
+        for (key, value) in [
+            ("under_penalty", self.under_penalty),
+            ("over_penalty", self.over_penalty),
+            ("peak_season_boost", self.peak_season_boost),
+        ] {
+            if !(value > 0.0 && value.is_finite()) {
+                return bad(key, "must be a positive number");
+            }
         }
         Ok(())
     }
@@ -240,13 +257,6 @@ fn normalise_integral(key: &str, value: &Value) -> Value {
     }
 }
 
-fn first_key_in(message: &str, map: &BTreeMap<String, Value>) -> String {
-    map.keys()
-        .find(|k| message.contains(k.as_str()))
-        .cloned()
-        .unwrap_or_else(|| "parameters".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +266,29 @@ mod tests {
         let map = BTreeMap::from([("hiden_size".to_string(), Value::from(64))]);
         let err = HyperParams::from_map(&map).unwrap_err();
         assert!(err.to_string().contains("hidden_size"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_at_fault() {
+        let (k, v) = HyperParams::parse_assignment("hidden_size=abc").unwrap();
+        let err = HyperParams::from_map(&BTreeMap::from([(k, v)])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("parameter `hidden_size`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn assignment_without_a_key_is_rejected() {
+        let err = HyperParams::parse_assignment("=5").unwrap_err();
+        assert!(err.to_string().contains("key before `=` is empty"), "{err}");
+    }
+
+    #[test]
+    fn non_positive_penalty_names_its_own_key() {
+        let map = BTreeMap::from([("over_penalty".to_string(), Value::from(0.0))]);
+        let err = HyperParams::from_map(&map).unwrap_err();
+        assert!(err.to_string().contains("over_penalty"), "{err}");
     }
 
     #[test]

@@ -120,6 +120,14 @@ pub fn build_from_frame(
     })
 }
 
+/// The date of series index `index`, which may lie past the last data day.
+fn origin_date(series: &Series, index: usize) -> String {
+    match series.dates.first() {
+        Some(first) => (*first + chrono::Duration::days(index as i64)).to_string(),
+        None => format!("day {index}"),
+    }
+}
+
 /// The model inputs of one origin, scaled with the dataset's scalers, for forecasting:
 /// `(x_temporal [input * temporal_dim], x_static [static_dim])`. `origin` is the first forecast
 /// day as an index into the series and may be `series.len()` (the day after the last data day).
@@ -138,10 +146,11 @@ pub fn inference_input(
             key: "origin".into(),
             message: format!(
                 "forecast origin {} of series {} is outside the usable range: it needs {needed} \
-                 days of history before it and may be at most the day after the last data day \
-                 ({})",
-                origin,
+                 days of history before it (the earliest origin is {}) and may be at most the \
+                 day after the last data day ({})",
+                origin_date(series, origin),
                 series.key,
+                origin_date(series, needed),
                 day_after(series)
             ),
         });
@@ -538,5 +547,20 @@ mod tests {
         let after_last = inference_input(&s, &calendar, scalers, &cfg.window, s.values.len());
         assert_eq!(after_last.unwrap().0.len(), per);
         assert!(inference_input(&s, &calendar, scalers, &cfg.window, s.values.len() + 1).is_err());
+    }
+
+    // `sweep predict --from` outside the range used to report series indices, not dates.
+    #[test]
+    fn origin_out_of_range_is_reported_as_dates() {
+        let s = real(None);
+        let cfg = dated_split();
+        let calendar = Calendar::vietnam();
+        let ds = build(&s, &calendar, &cfg, TargetTransform::None).unwrap();
+        let scalers = (&ds.temporal_scaler, &ds.static_scaler);
+        let err = inference_input(&s, &calendar, scalers, &cfg.window, 4).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("origin 2023-01-05"), "{text}");
+        assert!(text.contains("earliest origin is 2023-01-31"), "{text}");
+        assert!(text.contains("(2025-12-31)"), "{text}");
     }
 }

@@ -437,3 +437,216 @@ fn real_dry_leaderboard_agrees_with_the_results_file() {
     let reread: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(reread["rows"], board["rows"]);
 }
+
+#[test]
+fn objective_is_equal_for_identical_forecasts_with_different_penalties() {
+    // With the MSE loss the penalties do not change training, so both trials make the same
+    // forecasts; only the scoring could tell them apart, and it must not.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "fair.yaml",
+        &TINY
+            .replace("name: tiny", "name: fair")
+            .replace("hidden_size: [8, 16]", "hidden_size: 8\n  loss: mse")
+            .replace("epochs: 1", "epochs: 1\n  under_penalty: [1.0, 6.0]"),
+    );
+
+    let out = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
+
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines = results(&dir.path().join("runs/fair/results.jsonl"));
+    assert_eq!(lines.len(), 2);
+    let val = |i: usize, key: &str| lines[i]["metrics"]["val"]["model"][key].as_f64().unwrap();
+    assert_eq!(val(0, "mae"), val(1, "mae"), "the forecasts differ");
+    assert_eq!(val(0, "asymmetric_loss"), val(1, "asymmetric_loss"));
+    assert_ne!(val(0, "own_asymmetric_loss"), val(1, "own_asymmetric_loss"));
+}
+
+#[test]
+fn leaderboard_flags_filter_and_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", TINY);
+    let launch = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
+    assert_eq!(launch.status.code(), Some(0), "{}", text(&launch.stderr));
+    let board = |extra: &[&str]| {
+        let mut args = vec!["leaderboard", "tiny", "--out", "runs"];
+        args.extend_from_slice(extra);
+        let out = sweep(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+
+    let csv = board(&["--format", "csv"]);
+    assert!(csv.lines().next().unwrap().contains(','), "{csv}");
+    let markdown = board(&["--format", "markdown", "--top", "1"]);
+    assert!(
+        markdown.contains("|---") || markdown.contains("| ---"),
+        "{markdown}"
+    );
+    let json: Value = serde_json::from_str(&board(&["--format", "json", "--top", "1"])).unwrap();
+    let alias: Value = serde_json::from_str(&board(&["--json", "--top", "1"])).unwrap();
+    assert_eq!(json, alias);
+    let ranked = |v: &Value| {
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !r["rank"].is_null())
+            .count()
+    };
+    assert_eq!(ranked(&json), 1);
+    let other: Value = serde_json::from_str(&board(&["--json", "--category", "FRESH"])).unwrap();
+    assert_eq!(other["rows"].as_array().unwrap().len(), 0);
+    let dry: Value = serde_json::from_str(&board(&["--json", "--category", "DRY"])).unwrap();
+    assert_eq!(ranked(&dry), 2);
+}
+
+#[test]
+fn interrupted_launch_stores_finished_trials_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "int.yaml",
+        &TINY
+            .replace("name: tiny", "name: int")
+            .replace("hidden_size: [8, 16]", "hidden_size: [4, 6, 8, 10, 12, 14]")
+            .replace("epochs: 1", "epochs: 3"),
+    );
+    let results_path = dir.path().join("runs/int/results.jsonl");
+
+    let child = Command::new(sweep_bin())
+        .args(["launch", spec.to_str().unwrap(), "--out", "runs", "--json"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while results_path.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no trial finished within 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("launch` again to resume"), "{stderr}");
+    let board: Value = serde_json::from_slice(&out.stdout).expect("a partial leaderboard");
+    let before = results(&results_path);
+    assert!(
+        !before.is_empty() && before.len() < 6,
+        "{} results",
+        before.len()
+    );
+    assert!(
+        before.iter().all(|r| r["status"] == "completed"),
+        "{before:?}"
+    );
+    let ranked = board["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["rank"].is_null())
+        .count();
+    assert_eq!(ranked, before.len());
+
+    let again = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
+
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let after = results(&results_path);
+    let distinct: BTreeSet<&str> = after
+        .iter()
+        .map(|r| r["trial_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(after.len(), 6, "a finished trial ran twice");
+    assert_eq!(distinct.len(), 6);
+}
+
+#[test]
+fn relative_out_first_attempts_do_not_fail_on_missing_history_csv() {
+    // Reported: with a relative `--out runs`, first attempts failed with
+    // `history.csv: No such file or directory` and only retries completed.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "rel.yaml",
+        &TINY
+            .replace("name: tiny", "name: rel")
+            .replace("hidden_size: [8, 16]", "hidden_size: [4, 8, 12]"),
+    );
+    let launch = |extra: &[&str]| {
+        let mut args = vec!["launch", spec.to_str().unwrap(), "--out", "runs"];
+        args.extend_from_slice(extra);
+        let out = sweep(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+
+    launch(&["--workers", "2", "--max-trials", "2"]);
+    launch(&["--workers", "2"]);
+
+    let run = dir.path().join("runs/rel");
+    let lines = results(&run.join("results.jsonl"));
+    assert_eq!(lines.len(), 3, "a trial failed and was retried: {lines:?}");
+    for line in &lines {
+        assert_eq!(line["attempt"], 1, "{line}");
+        assert_eq!(line["status"], "completed", "{line}");
+        let folder = run.join("trials").join(line["trial_id"].as_str().unwrap());
+        assert!(folder.join("history.csv").exists(), "{}", folder.display());
+    }
+}
+
+#[test]
+fn erroring_trial_is_retried_then_listed_as_error_with_its_reason() {
+    // A trial folder that cannot be created (a file sits where `trials/` should be) makes every
+    // attempt fail with status `error`, the one status the engine retries.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "retry.yaml",
+        &(TINY
+            .replace("name: tiny", "name: retry")
+            .replace("hidden_size: [8, 16]", "hidden_size: 8")
+            + "retries: 2\n"),
+    );
+    std::fs::create_dir_all(dir.path().join("runs/retry")).unwrap();
+    std::fs::write(dir.path().join("runs/retry/trials"), "not a folder").unwrap();
+
+    let out = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs", "--json"],
+    );
+
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines = results(&dir.path().join("runs/retry/results.jsonl"));
+    let attempts: Vec<u64> = lines
+        .iter()
+        .map(|l| l["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3], "retries + 1 attempts");
+    assert!(lines.iter().all(|l| l["status"] == "error"));
+    let board: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = board["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trial_id"] == lines[0]["trial_id"])
+        .expect("the failed trial is listed");
+    assert_eq!(row["status"], "error");
+    assert!(row["rank"].is_null());
+    assert!(row["reason"].as_str().unwrap().contains("trials"), "{row}");
+}

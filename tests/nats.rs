@@ -49,6 +49,7 @@ fn trial(sweep: &str, n: usize, brand: &str, epochs: usize) -> TrialSpec {
         params,
         pipeline: PipelineConfig::default(),
         dataset_digest: String::new(),
+        evaluation: Default::default(),
     }
 }
 
@@ -74,6 +75,7 @@ fn dispatches(transport: &NatsTransport, trials: &[TrialSpec]) -> Vec<Dispatch> 
         .map(|t| Dispatch {
             trial: TrialSpec {
                 dataset_digest: transport.dataset_digest().to_string(),
+                evaluation: Default::default(),
                 ..t.clone()
             },
             attempt: 1,
@@ -347,6 +349,7 @@ fn poison_trial_ends_error_after_retries_while_the_worker_serves_others() {
                         .unwrap();
                     let spec = TrialSpec {
                         dataset_digest: transport.dataset_digest().to_string(),
+                        evaluation: Default::default(),
                         ..spec.clone()
                     };
                     transport.resubmit(spec, result.attempt + 1).unwrap();
@@ -711,4 +714,227 @@ fn worker_stops_after_k_failures_in_a_row_and_says_why() {
         stderr.contains("NO SUCH BRAND"),
         "the last reason is shown: {stderr}"
     );
+}
+
+#[test]
+fn trial_whose_worker_dies_every_time_ends_error_after_max_deliver() {
+    let server = NatsServer::start();
+    let trials = vec![trial("doomed", 0, "OREO", 1)];
+    let mut transport = transport(&server, "doomed", trials.len());
+    let runtime = coordinator::nats::runtime().unwrap();
+    // The workers' consumer, as a deployment with a short ack wait and max deliver 2 has it.
+    let consumer = runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(shared::protocol::TRIALS_STREAM)
+            .await
+            .unwrap();
+        stream
+            .get_or_create_consumer(
+                shared::protocol::TRIALS_CONSUMER,
+                async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(shared::protocol::TRIALS_CONSUMER.to_string()),
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(1),
+                    max_deliver: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+    });
+
+    transport.submit(dispatches(&transport, &trials)).unwrap();
+    // A worker takes the trial and dies without a word, twice: no ack, no result.
+    for expected in 1..=2 {
+        let delivered = runtime.block_on(async {
+            use futures::StreamExt;
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1)
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .unwrap();
+            let message = batch.next().await.expect("the trial is delivered").unwrap();
+            message.info().unwrap().delivered
+        });
+        assert_eq!(delivered, expected);
+    }
+    // Workers keep pulling; JetStream gives up on the trial instead of a third delivery.
+    let third = runtime.block_on(async {
+        use futures::StreamExt;
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(4))
+            .messages()
+            .await
+            .unwrap();
+        batch.next().await.transpose().unwrap().is_some()
+    });
+    assert!(!third, "no third delivery");
+    let mut finished = None;
+    collect(&mut transport, Duration::from_secs(60), |event, _| {
+        if let TransportEvent::Finished(result) = event {
+            finished = Some(result.clone());
+        }
+        finished.is_some()
+    });
+    transport.shutdown().unwrap();
+
+    let result = finished.unwrap();
+    assert_eq!(result.trial_id, trials[0].trial_id);
+    assert_eq!(result.status, TrialStatus::Error);
+    assert_eq!(result.attempt, 1);
+    let reason = result.reason.unwrap_or_default();
+    assert!(
+        reason.contains("delivered 2 times without a result"),
+        "{reason}"
+    );
+    let status = status_json(&server, "doomed");
+    assert_eq!(status["statuses"]["error"], 1);
+    assert_eq!(status["queued"], 0, "the given-up message left the queue");
+}
+
+#[test]
+fn worker_started_before_any_launch_waits_for_the_streams_then_serves() {
+    let server = NatsServer::start();
+    let cache = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut early = Command::new(sweep_bin())
+        .args(["worker", "--nats", &server.url(), "--name", "early"])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env("SWEEP_NATS_ACK_WAIT_MS", ACK_WAIT_MS)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(log.path())
+        .unwrap()
+        .contains("waiting for sweep streams; has a sweep been launched?")
+    {
+        assert!(
+            early.try_wait().unwrap().is_none(),
+            "the worker exited instead of waiting: {}",
+            std::fs::read_to_string(log.path()).unwrap()
+        );
+        assert!(Instant::now() < deadline, "no waiting message within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Past the old 5 s JetStream timeout, it is still waiting.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        early.try_wait().unwrap().is_none(),
+        "the worker kept waiting"
+    );
+
+    let trials = vec![trial("late", 0, "OREO", 1)];
+    let mut transport = transport(&server, "late", trials.len());
+    transport.submit(dispatches(&transport, &trials)).unwrap();
+    let mut finished = None;
+    collect(&mut transport, Duration::from_secs(180), |event, _| {
+        if let TransportEvent::Finished(result) = event {
+            finished = Some(result.clone());
+        }
+        finished.is_some()
+    });
+    transport.shutdown().unwrap();
+    let _ = early.kill();
+    let _ = early.wait();
+
+    let result = finished.unwrap();
+    assert_eq!(result.status, TrialStatus::Completed, "{:?}", result.reason);
+    assert_eq!(result.worker, "early");
+}
+
+#[test]
+fn retry_failed_over_nats_reruns_only_the_failed_trials() {
+    let server = NatsServer::start();
+    let trials = vec![
+        trial("again", 0, "OREO", 1),
+        trial("again", 1, "NO SUCH BRAND", 1),
+    ];
+    let poison_id = trials[1].trial_id.clone();
+    let mut transport = transport(&server, "again", trials.len());
+    let _worker = WorkerProcess::start(&server, "retrier");
+
+    transport.submit(dispatches(&transport, &trials)).unwrap();
+    let mut results = Results::default();
+    collect(&mut transport, Duration::from_secs(240), |event, _| {
+        if let TransportEvent::Finished(result) = event {
+            results.add(result);
+        }
+        results.trials().len() == 2
+    });
+    let output = run_sweep_cli(&["retry-failed", "again", "--json"], &server);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let retried: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(retried["queued"], serde_json::json!([poison_id.0.clone()]));
+    collect(&mut transport, Duration::from_secs(240), |event, _| {
+        if let TransportEvent::Finished(result) = event {
+            results.add(result);
+        }
+        results.by_key.len() == 3
+    });
+    transport.shutdown().unwrap();
+
+    let retry = &results.by_key[&(poison_id.clone(), 2)];
+    assert_eq!(retry.status, TrialStatus::Error);
+    assert_eq!(results.repeats, 0);
+    let status = status_json(&server, "again");
+    assert_eq!(
+        status["attempts"], 3,
+        "the completed trial did not run again"
+    );
+    assert_eq!(status["statuses"]["completed"], 1);
+    assert_eq!(status["statuses"]["error"], 1);
+}
+
+#[test]
+fn status_without_nats_reads_the_run_folder_and_cancel_needs_nats() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "folder", &[1], 1);
+    let out = dir.path().join("runs");
+    let launched = launch(&spec, &out, None).output().unwrap();
+    assert!(
+        launched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
+    let local = |command: &str| {
+        let mut cmd = Command::new(sweep_bin());
+        cmd.args([command, "folder", "--json", "--out"])
+            .arg(&out)
+            .env_remove("SWEEP_NATS_URL");
+        cmd.output().unwrap()
+    };
+
+    let status = local("status");
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["completed"], 1);
+    assert_eq!(status["planned"], 1);
+    assert_eq!(status["pending"], 0);
+    let cancel = local("cancel");
+    let stderr = String::from_utf8_lossy(&cancel.stderr);
+    assert_eq!(cancel.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs --nats"), "{stderr}");
+    let retry = local("retry-failed");
+    let stderr = String::from_utf8_lossy(&retry.stderr);
+    assert_eq!(retry.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("launch its spec again"), "{stderr}");
 }

@@ -168,6 +168,7 @@ fn trials(sweep: &str, first: usize, end: usize, digest: &str) -> Vec<Dispatch> 
                 params: BTreeMap::new(),
                 pipeline: PipelineConfig::default(),
                 dataset_digest: digest.to_string(),
+                evaluation: Default::default(),
             },
             attempt: 1,
         })

@@ -240,6 +240,25 @@ pub struct LeaderboardArgs {
     /// Show only the top N rows per category.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// Show only this category (all its brands at brand level), or one `CATEGORY/BRAND`.
+    #[arg(long, value_name = "C")]
+    pub category: Option<String>,
+    /// Output format; `--json` is short for `--format json`.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: LeaderboardFormat,
+}
+
+/// Output formats of `sweep leaderboard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LeaderboardFormat {
+    /// A table for people.
+    Table,
+    /// CSV for scripts.
+    Csv,
+    /// A JSON document.
+    Json,
+    /// A Markdown table.
+    Markdown,
 }
 
 /// `sweep features`.

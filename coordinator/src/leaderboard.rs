@@ -635,6 +635,7 @@ mod tests {
         let objective = Objective {
             metric: Metric::ValAsymmetricLoss,
             direction: Some(Direction::Maximize),
+            ..Objective::default()
         };
         let board = Leaderboard::build("s", &results, objective);
         assert_eq!(board.rows[0].trial_id, "a");

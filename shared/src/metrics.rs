@@ -19,8 +19,12 @@ pub struct ForecastMetrics {
     pub bias: f64,
     /// Share of forecasts below the actual.
     pub under_rate: f64,
-    /// The trial's training loss evaluated in CBM space (asymmetric weights and peak boost).
+    /// Asymmetric loss in CBM with the sweep's evaluation weights (the same for every trial of
+    /// a series; see [`crate::trial::EvaluationWeights`]). Ranks `val_asymmetric_loss`.
     pub asymmetric_loss: f64,
+    /// Asymmetric loss in CBM with the trial's own training weights (reported, not ranked).
+    #[serde(default)]
+    pub own_asymmetric_loss: f64,
     /// MAE per horizon step (index 0 = origin day).
     pub mae_per_step: Vec<f64>,
 }

@@ -38,6 +38,32 @@ pub const DATASETS_BUCKET: &str = "sweep_datasets";
 /// Object store with the best weights of each trial, named `<sweep>/<trial id>/<file>`.
 pub const WEIGHTS_BUCKET: &str = "sweep_weights";
 
+/// Stream keeping the server's max-deliveries advisories of the trials consumer, so that a
+/// trial whose workers keep dying on it is turned into an `error` result even when no
+/// coordinator was running at the moment JetStream gave up on it.
+pub const ADVISORIES_STREAM: &str = "SWEEP_ADVISORIES";
+/// Durable pull consumer on [`ADVISORIES_STREAM`] shared by every coordinator.
+pub const ADVISORIES_CONSUMER: &str = "sweep-coordinators";
+
+/// The advisory subject JetStream publishes on when a trial message reaches the consumer's
+/// max deliver: `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SWEEP_TRIALS.sweep-workers`.
+pub fn max_deliveries_subject() -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TRIALS_STREAM}.{TRIALS_CONSUMER}")
+}
+
+/// The server's max-deliveries advisory (the fields the coordinator reads).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaxDeliveriesAdvisory {
+    /// The stream, [`TRIALS_STREAM`].
+    pub stream: String,
+    /// The consumer, [`TRIALS_CONSUMER`].
+    pub consumer: String,
+    /// Sequence of the trial message in the stream.
+    pub stream_seq: u64,
+    /// How many times it was delivered.
+    pub deliveries: u64,
+}
+
 /// The subject a sweep's trials are published on.
 pub fn trials_subject(sweep: &str) -> String {
     format!("{TRIALS_SUBJECT_PREFIX}.{sweep}")
@@ -342,6 +368,7 @@ mod tests {
             params,
             pipeline: PipelineConfig::default(),
             dataset_digest: "ff".repeat(32),
+            evaluation: Default::default(),
         }
     }
 

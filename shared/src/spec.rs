@@ -24,7 +24,7 @@ use crate::error::ParamError;
 use crate::metrics::TrialMetrics;
 use crate::params::nearest;
 use crate::space::{canonical_params, trial_id, ParamSpace, SpaceError};
-use crate::trial::{TrialId, TrialSpec};
+use crate::trial::{EvaluationWeights, TrialId, TrialSpec};
 
 /// Default number of retries of a trial attempt that ended in status `error`.
 pub const DEFAULT_RETRIES: u32 = 2;
@@ -312,13 +312,27 @@ pub enum Direction {
 }
 
 /// The `objective` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+///
+/// The three weights fix the asymmetric loss that scores every trial (`val_asymmetric_loss`),
+/// whatever penalties the trial trains with. A weight not given takes the value of the parameter
+/// of the same name when it is the same in every trial of the series, else its default
+/// (under 3, over 1, peak boost 2).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Objective {
     /// The metric. Default `val_asymmetric_loss`.
     pub metric: Metric,
     /// Default: minimize for errors and losses, maximize for skills.
     pub direction: Option<Direction>,
+    /// Evaluation weight of under-forecasts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub under_penalty: Option<f64>,
+    /// Evaluation weight of over-forecasts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub over_penalty: Option<f64>,
+    /// Evaluation multiplier on peak-season days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_season_boost: Option<f64>,
 }
 
 impl Objective {
@@ -326,6 +340,43 @@ impl Objective {
     pub fn direction(&self) -> Direction {
         self.direction
             .unwrap_or_else(|| self.metric.default_direction())
+    }
+
+    /// The evaluation weights of a series whose trials have the parameter sets `points`: a
+    /// weight given in the objective wins; else the parameter's value when every point has the
+    /// same one (a missing key counting as the default); else the default.
+    pub fn weights<'a>(
+        &self,
+        points: impl Iterator<Item = &'a BTreeMap<String, Value>>,
+    ) -> EvaluationWeights {
+        let points: Vec<&BTreeMap<String, Value>> = points.collect();
+        let defaults = EvaluationWeights::default();
+        let fixed = |key: &str, default: f64| -> f64 {
+            let values: BTreeSet<u64> = points
+                .iter()
+                .map(|p| {
+                    p.get(key)
+                        .and_then(Value::as_f64)
+                        .unwrap_or(default)
+                        .to_bits()
+                })
+                .collect();
+            match values.len() {
+                1 => f64::from_bits(*values.iter().next().expect("one value")),
+                _ => default,
+            }
+        };
+        EvaluationWeights {
+            under_penalty: self
+                .under_penalty
+                .unwrap_or_else(|| fixed("under_penalty", defaults.under_penalty)),
+            over_penalty: self
+                .over_penalty
+                .unwrap_or_else(|| fixed("over_penalty", defaults.over_penalty)),
+            peak_season_boost: self
+                .peak_season_boost
+                .unwrap_or_else(|| fixed("peak_season_boost", defaults.peak_season_boost)),
+        }
     }
 }
 
@@ -549,6 +600,7 @@ impl SweepSpec {
                 space_error(text, file, &section, err)
             })?;
 
+            let first_of_series = plan.trials.len();
             for point in points {
                 let canonical = canonical_params(&point).map_err(|err| {
                     let param = match &err {
@@ -576,7 +628,15 @@ impl SweepSpec {
                     params: canonical,
                     pipeline: self.pipeline(),
                     dataset_digest: dataset_digest.to_string(),
+                    evaluation: EvaluationWeights::default(),
                 });
+            }
+            let series_trials = &mut plan.trials[first_of_series..];
+            let weights = self
+                .objective
+                .weights(series_trials.iter().map(|t| &t.params));
+            for trial in series_trials {
+                trial.evaluation = weights;
             }
         }
 
@@ -600,6 +660,18 @@ impl SweepSpec {
                 "name",
                 "the sweep name must be non-empty and use only letters, digits, `-` and `_`",
             );
+        }
+        for (key, weight) in [
+            ("objective.under_penalty", self.objective.under_penalty),
+            ("objective.over_penalty", self.objective.over_penalty),
+            (
+                "objective.peak_season_boost",
+                self.objective.peak_season_boost,
+            ),
+        ] {
+            if weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+                return fail(key, "must be a positive number");
+            }
         }
         if self.window.input == 0 {
             return fail("window.input", "must be at least 1 day");
@@ -852,6 +924,56 @@ mod tests {
 
     fn plan(text: &str, categories: &[&str]) -> Result<Plan, SpecError> {
         parse(text)?.plan(&series(categories), "digest")
+    }
+
+    #[test]
+    fn evaluation_weights_are_carried_in_every_trial_of_a_series() {
+        let text = "name: fair
+objective: {over_penalty: 1.5}
+parameters:
+  under_penalty: [1.0, 6.0]
+  peak_season_boost: 4.0
+overrides:
+  TET:
+    parameters: {under_penalty: 5.0}
+";
+        let plan = plan(text, &["DRY", "TET"]).unwrap();
+
+        let weights = |category: &str| -> Vec<EvaluationWeights> {
+            plan.trials
+                .iter()
+                .filter(|t| t.series.category == category)
+                .map(|t| t.evaluation)
+                .collect()
+        };
+        // DRY varies under_penalty: the default weight, the same for both trials.
+        let dry = EvaluationWeights {
+            under_penalty: 3.0,
+            over_penalty: 1.5,
+            peak_season_boost: 4.0,
+        };
+        assert_eq!(weights("DRY"), vec![dry, dry]);
+        // TET fixes it: its value.
+        let tet = EvaluationWeights {
+            under_penalty: 5.0,
+            ..dry
+        };
+        assert_eq!(weights("TET"), vec![tet]);
+    }
+
+    #[test]
+    fn non_positive_evaluation_weight_is_rejected_with_its_path() {
+        let err = parse("name: demo\nobjective: {under_penalty: 0}\n").unwrap_err();
+        assert_eq!(err.yaml_path(), Some("objective.under_penalty"));
+    }
+
+    #[test]
+    fn trial_message_without_evaluation_still_parses() {
+        let plan = plan("name: demo\n", &["DRY"]).unwrap();
+        let mut json = serde_json::to_value(&plan.trials[0]).unwrap();
+        json.as_object_mut().unwrap().remove("evaluation");
+        let trial: TrialSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(trial.evaluation, EvaluationWeights::default());
     }
 
     #[test]

@@ -37,6 +37,38 @@ pub struct TrialSpec {
     pub pipeline: PipelineConfig,
     /// SHA-256 of the dataset file's bytes (hex).
     pub dataset_digest: String,
+    /// Weights of the asymmetric loss that scores the trial for ranking. The same for every
+    /// trial of a series, whatever its own training penalties, so that trials compare fairly.
+    /// Absent in messages from older coordinators: the defaults apply.
+    #[serde(default)]
+    pub evaluation: EvaluationWeights,
+}
+
+/// Weights of the asymmetric loss in CBM that ranks trials (`val_asymmetric_loss`).
+///
+/// A trial trains with its own `under_penalty`, `over_penalty` and `peak_season_boost`; scoring
+/// each trial with its own weights would rank the smallest penalties first. The spec's
+/// `objective` fixes one set of weights per series instead.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationWeights {
+    /// Weight of errors where actual > forecast. Default 3.
+    pub under_penalty: f64,
+    /// Weight of errors where actual <= forecast. Default 1.
+    pub over_penalty: f64,
+    /// Multiplier on target days in the peak season. Default 2.
+    pub peak_season_boost: f64,
+}
+
+impl Default for EvaluationWeights {
+    fn default() -> Self {
+        let params = crate::params::HyperParams::default();
+        Self {
+            under_penalty: params.under_penalty,
+            over_penalty: params.over_penalty,
+            peak_season_boost: params.peak_season_boost,
+        }
+    }
 }
 
 /// How a trial ended.

@@ -1,11 +1,13 @@
 //! Training throughput of the HybridLSTM on the CPU backend.
 //!
-//! `cargo run -p worker --example bench_train [-- --epochs N --samples N --op-by-op]`
+//! `cargo run -p worker --example bench_train [-- --epochs N --samples N]`
 //!
 //! Prints samples/s for the default model (hidden 128, 2 layers) at batch 32 and 64 and for
 //! hidden 256 with 3 layers, the achieved GFLOP/s from the closed-form FLOP count, and the
 //! machine's matrix-multiply rate measured in the same run (a 1024^3 product on the same
-//! backend). The data are synthetic samples of the real shape (30 input days, 4 temporal and
+//! backend). Then, for the default model at batch 32: the op-by-op recurrence (autodiff
+//! recording every step) measured in the same run and the fused path's speed-up over it, and
+//! two trainings on two threads at once (several trials in one process). The data are synthetic samples of the real shape (30 input days, 4 temporal and
 //! 17 static features, 30 target days); 725 samples per epoch, as the reference benchmark.
 
 use std::time::Instant;
@@ -115,22 +117,12 @@ fn main() {
     };
     let epochs = value("--epochs", 3);
     let samples = value("--samples", 725);
-    if args.iter().any(|a| a == "--op-by-op") {
-        worker::fused::set_enabled(false);
-    }
     let set = synthetic(samples, 7);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let matmul = matmul_rate(1024);
     println!("machine: {threads} threads; burn ndarray matmul 1024^3: {matmul:.1} GFLOP/s");
-    println!(
-        "lstm recurrence: {}",
-        if args.iter().any(|a| a == "--op-by-op") {
-            "op by op (autodiff records every step)"
-        } else {
-            "fused autodiff operation"
-        }
-    );
+    println!("lstm recurrence: fused autodiff operation");
     println!(
         "{:<12} {:>6} {:>12} {:>14} {:>10} {:>12} {:>14}",
         "model", "batch", "train smp/s", "MFLOP/sample", "GFLOP/s", "% of matmul", "infer smp/s"
@@ -140,14 +132,19 @@ fn main() {
         n_layers: 3,
         ..HybridLstmConfig::default()
     };
+    let default = HybridLstmConfig::default();
     let cases = [
-        ("128x2", HybridLstmConfig::default(), 32),
-        ("128x2", HybridLstmConfig::default(), 64),
+        ("128x2", default.clone(), 32),
+        ("128x2", default.clone(), 64),
         ("256x3", big.clone(), 32),
         ("256x3", big, 64),
     ];
+    let mut fused_default = 0.0;
     for (name, config, batch) in cases {
         let rate = train_rate(&config, &set, batch, epochs);
+        if name == "128x2" && batch == 32 {
+            fused_default = rate;
+        }
         let flops = config.train_flops(30);
         let gflops = rate * flops / 1e9;
         let infer = infer_rate(&config, &set);
@@ -157,4 +154,32 @@ fn main() {
             100.0 * gflops / matmul
         );
     }
+
+    worker::fused::set_enabled(false);
+    let op_by_op = train_rate(&default, &set, 32, 1);
+    worker::fused::set_enabled(true);
+    println!(
+        "128x2 batch 32, op-by-op recurrence: {op_by_op:.0} smp/s; fused is {:.1}x faster",
+        fused_default / op_by_op
+    );
+
+    let started = Instant::now();
+    let rates: Vec<f64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| scope.spawn(|| train_rate(&default, &set, 32, epochs)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("training thread"))
+            .collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "128x2 batch 32, two trainings on two threads: {:.0} + {:.0} smp/s = {:.0} smp/s \
+         ({:.2}x one training; {wall:.1} s wall)",
+        rates[0],
+        rates[1],
+        rates[0] + rates[1],
+        (rates[0] + rates[1]) / fused_default
+    );
 }

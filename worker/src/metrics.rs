@@ -6,7 +6,8 @@ use shared::metrics::ForecastMetrics;
 use crate::loss::LossSpec;
 
 /// Scores `forecast` against `actual`, both row-major `[samples, horizon]` in CBM; `peak` marks
-/// peak-season target days (1.0) for the asymmetric loss, which uses `loss`'s weights.
+/// peak-season target days (1.0) for the asymmetric loss, which uses `loss`'s weights for both
+/// `asymmetric_loss` and `own_asymmetric_loss`.
 ///
 /// WAPE is NaN when the actuals sum to 0; MAPE is over days with actual > 0 (NaN if none).
 pub fn forecast_metrics(
@@ -16,11 +17,27 @@ pub fn forecast_metrics(
     horizon: usize,
     loss: &LossSpec,
 ) -> ForecastMetrics {
+    forecast_metrics_weighted(forecast, actual, peak, horizon, loss, loss)
+}
+
+/// [`forecast_metrics`] with two sets of weights: `evaluation` scores `asymmetric_loss` (the
+/// ranking objective, the same for every trial of a series) and `own` scores
+/// `own_asymmetric_loss` (the trial's training weights).
+pub fn forecast_metrics_weighted(
+    forecast: &[f64],
+    actual: &[f64],
+    peak: &[f32],
+    horizon: usize,
+    evaluation: &LossSpec,
+    own: &LossSpec,
+) -> ForecastMetrics {
     let n = forecast.len();
     if n == 0 || horizon == 0 {
         return ForecastMetrics::default();
     }
-    let asymmetric = loss.asymmetric();
+    let asymmetric = evaluation.asymmetric();
+    let own = own.asymmetric();
+    let mut own_sum = 0.0;
     let mut abs_sum = 0.0;
     let mut sq_sum = 0.0;
     let mut actual_sum = 0.0;
@@ -44,7 +61,9 @@ pub fn forecast_metrics(
         if f < a {
             under += 1;
         }
-        loss_sum += asymmetric.element(f, a, peak.get(index).is_some_and(|p| *p > 0.5));
+        let is_peak = peak.get(index).is_some_and(|p| *p > 0.5);
+        loss_sum += asymmetric.element(f, a, is_peak);
+        own_sum += own.element(f, a, is_peak);
         per_step[index % horizon] += error.abs();
     }
 
@@ -67,6 +86,7 @@ pub fn forecast_metrics(
         bias: bias_sum / n as f64,
         under_rate: under as f64 / n as f64,
         asymmetric_loss: loss_sum / n as f64,
+        own_asymmetric_loss: own_sum / n as f64,
         mae_per_step: per_step.into_iter().map(|s| s / samples).collect(),
     }
 }
@@ -95,6 +115,31 @@ mod tests {
         assert!((m.asymmetric_loss - 53.0 / 4.0).abs() < 1e-12);
         // per step: step 0 errors 2, 0 -> 1; step 1 errors 2, 5 -> 3.5
         assert_eq!(m.mae_per_step, vec![1.0, 3.5]);
+    }
+
+    #[test]
+    fn ranking_loss_uses_evaluation_weights_not_the_trials_own() {
+        // Identical forecasts, two trials trained with different penalties: the ranking loss
+        // is the same, only the own-weight loss differs.
+        let f = [10.0, 0.0, 5.0, 5.0];
+        let a = [8.0, 2.0, 5.0, 0.0];
+        let peak = [0.0, 1.0, 0.0, 0.0];
+        let evaluation = LossSpec::default();
+        let soft = LossSpec {
+            under_penalty: 1.0,
+            ..LossSpec::default()
+        };
+        let hard = LossSpec {
+            under_penalty: 6.0,
+            ..LossSpec::default()
+        };
+        let m_soft = forecast_metrics_weighted(&f, &a, &peak, 2, &evaluation, &soft);
+        let m_hard = forecast_metrics_weighted(&f, &a, &peak, 2, &evaluation, &hard);
+        assert_eq!(m_soft.asymmetric_loss, m_hard.asymmetric_loss);
+        assert!((m_soft.asymmetric_loss - 53.0 / 4.0).abs() < 1e-12);
+        // own: over 4, under on peak 1*2*4 = 8, 0, over 25 -> 37 / 4; hard: 4 + 48 + 25 = 77
+        assert!((m_soft.own_asymmetric_loss - 37.0 / 4.0).abs() < 1e-12);
+        assert!((m_hard.own_asymmetric_loss - 77.0 / 4.0).abs() < 1e-12);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use shared::data::Shipments;
 use shared::dataset::{Dataset, SampleSet};
 use shared::metrics::{SpanMetrics, TrialMetrics};
 use shared::params::HyperParams;
-use shared::trial::{EpochReport, TrialResult, TrialSpec, TrialStatus};
+use shared::trial::{EpochReport, EvaluationWeights, TrialResult, TrialSpec, TrialStatus};
 
 use crate::artifacts::{self, ModelCard, PredictionRow};
 use crate::baselines;
@@ -22,7 +22,7 @@ use crate::device::{CpuTrainBackend, DeviceSpec};
 use crate::error::WorkerError;
 use crate::loss::LossSpec;
 use crate::lstm::LstmBackend;
-use crate::metrics::forecast_metrics;
+use crate::metrics::forecast_metrics_weighted;
 use crate::model::{HybridLstm, HybridLstmConfig};
 use crate::trainer::{self, TrainOutcome};
 
@@ -185,6 +185,7 @@ fn run_trial(
             &params,
             &dataset,
             &trial.pipeline,
+            &trial.evaluation,
             &Default::default(),
             ctx,
             &card,
@@ -195,6 +196,7 @@ fn run_trial(
             &params,
             &dataset,
             &trial.pipeline,
+            &trial.evaluation,
             &burn::backend::cuda::CudaDevice { index },
             ctx,
             &card,
@@ -209,11 +211,13 @@ fn run_trial(
 
 /// Trains on `dataset` and evaluates the best weights on validation and test (test once),
 /// writing the model folder when `ctx.out_dir` is set. `card` describes the model for the
-/// folder.
+/// folder; `evaluation` weighs the ranking loss (`asymmetric_loss`).
+#[allow(clippy::too_many_arguments)]
 pub fn train_and_evaluate<B>(
     params: &HyperParams,
     dataset: &Dataset,
     pipeline: &PipelineConfig,
+    evaluation: &EvaluationWeights,
     device: &B::Device,
     ctx: &RunContext,
     card: &dyn Fn(HybridLstmConfig, &Dataset) -> ModelCard,
@@ -266,10 +270,17 @@ where
     }
 
     let loss = LossSpec::from_params(params);
+    let ranking = LossSpec {
+        under_penalty: evaluation.under_penalty,
+        over_penalty: evaluation.over_penalty,
+        peak_season_boost: evaluation.peak_season_boost,
+        ..loss
+    };
     let gap = pipeline.window.gap;
-    let (val, _) = evaluate_span(&trained.model, dataset, &dataset.val, gap, &loss, device);
-    let (test, test_forecast) =
-        evaluate_span(&trained.model, dataset, &dataset.test, gap, &loss, device);
+    let span =
+        |set| evaluate_span_weighted(&trained.model, dataset, set, gap, &loss, &ranking, device);
+    let (val, _) = span(&dataset.val);
+    let (test, test_forecast) = span(&dataset.test);
     let metrics = TrialMetrics {
         val,
         test,
@@ -299,11 +310,27 @@ pub fn evaluate_span<B: LstmBackend>(
     loss: &LossSpec,
     device: &B::Device,
 ) -> (SpanMetrics, Vec<f64>) {
+    evaluate_span_weighted(model, dataset, set, gap, loss, loss, device)
+}
+
+/// [`evaluate_span`] whose `asymmetric_loss` uses the weights of `evaluation` (the ranking
+/// objective) while `loss` (the trial's own) gives the model-space loss and
+/// `own_asymmetric_loss`.
+pub fn evaluate_span_weighted<B: LstmBackend>(
+    model: &HybridLstm<B>,
+    dataset: &Dataset,
+    set: &SampleSet,
+    gap: usize,
+    loss: &LossSpec,
+    evaluation: &LossSpec,
+    device: &B::Device,
+) -> (SpanMetrics, Vec<f64>) {
     let scaled = trainer::predict(model, set, device);
     let forecast = to_cbm(dataset, &scaled);
     let actual: Vec<f64> = set.y_cbm.iter().map(|v| *v as f64).collect();
     let naive = baselines::forecast(&dataset.series.values, &set.origin, set.horizon, gap);
-    let score = |f: &[f64]| forecast_metrics(f, &actual, &set.peak, set.horizon, loss);
+    let score =
+        |f: &[f64]| forecast_metrics_weighted(f, &actual, &set.peak, set.horizon, evaluation, loss);
     let metrics = SpanMetrics {
         samples: set.len(),
         model: score(&forecast),

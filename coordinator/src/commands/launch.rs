@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,8 +18,11 @@ use crate::leaderboard::{Format, Leaderboard};
 use crate::progress::Progress;
 use crate::store::{Manifest, RunDir};
 
+/// Exit code of a sweep stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Runs the command. Exit 0 when every trial completed, 1 when any failed, 2 when the spec,
-/// the data or the leakage check stops the sweep before training.
+/// the data or the leakage check stops the sweep before training, 130 when interrupted.
 pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
     let prepared = prepare(&args.spec, args.data.as_deref(), args.max_trials, true)?;
     let root = RunDir::path_of(&args.out, &prepared.spec.name);
@@ -74,6 +78,7 @@ pub fn run_sweep(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let spec = &prepared.spec;
+    let stop = watch_signals().context("installing the Ctrl-C / SIGTERM handler")?;
     let settled =
         prepared.plan.trials.len() - engine::pending(&prepared.plan.trials, previous).len();
     let visible = !json && std::io::stderr().is_terminal();
@@ -94,6 +99,7 @@ pub fn run_sweep(
         run_dir,
         &mut progress,
         cfg,
+        &stop,
     )?;
     report(prepared, run_dir, &summary, json)
 }
@@ -129,6 +135,16 @@ fn report(
         folder = %run_dir.root().display(),
         "sweep finished"
     );
+    if summary.interrupted {
+        eprintln!(
+            "sweep: interrupted; {} of {} trials have an outcome, stored in {}. Run the same \
+             `sweep launch` again to resume: settled trials are skipped.",
+            summary.outcomes.len(),
+            prepared.plan.trials.len(),
+            run_dir.root().join(crate::store::RESULTS_FILE).display()
+        );
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
     let incomplete = summary
         .outcomes
         .iter()
@@ -149,4 +165,39 @@ fn manifest(prepared: &Prepared) -> Manifest {
         dataset_digest: prepared.digest.clone(),
         trials: prepared.plan.trials.clone(),
     }
+}
+
+/// Sets the returned flag on the first SIGINT (Ctrl-C) or SIGTERM. The handlers are installed
+/// before this returns, so a signal sent right after never kills the process outright.
+fn watch_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    #[cfg(unix)]
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _guard = runtime.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
+    };
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                #[cfg(unix)]
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                #[cfg(not(unix))]
+                let _ = tokio::signal::ctrl_c().await;
+            });
+            tracing::warn!("signal received: stopping the sweep");
+            flag.store(true, Ordering::SeqCst);
+        })?;
+    Ok(stop)
 }

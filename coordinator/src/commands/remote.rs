@@ -1,5 +1,8 @@
 //! `sweep status`, `sweep cancel` and `sweep retry-failed` against NATS JetStream.
 //!
+//! Without `--nats`, `status` reads the run folder (`--out DIR`, default `runs`); `cancel` and
+//! `retry-failed` need NATS and say so (exit 2).
+//!
 //! `status` and `cancel` read and mark the sweep's manifest and results on the server;
 //! `retry-failed` queues the next attempt of every trial whose latest attempt ended `error` or
 //! `cancelled`. A running `sweep launch` (or the next one) picks their results up.
@@ -15,13 +18,6 @@ use crate::nats::session::Session;
 
 /// Connects and opens the protocol's objects for a one-shot command.
 fn open(args: &SweepRefArgs) -> anyhow::Result<(tokio::runtime::Runtime, Session)> {
-    if args.nats.url.is_none() {
-        anyhow::bail!(
-            "`sweep {}` on a run folder is not available; pass --nats URL (or set \
-             SWEEP_NATS_URL) for a sweep launched on NATS",
-            "status|cancel|retry-failed"
-        );
-    }
     let runtime = crate::nats::runtime().context("starting the async runtime")?;
     let session = runtime.block_on(async {
         let client = crate::nats::connect(&args.nats, "sweep-cli").await?;
@@ -30,8 +26,68 @@ fn open(args: &SweepRefArgs) -> anyhow::Result<(tokio::runtime::Runtime, Session
     Ok((runtime, session))
 }
 
+/// `cancel` and `retry-failed` act on a sweep's queue, which only NATS has: without `--nats`
+/// they print why and what to do instead, and exit 2.
+fn needs_nats(command: &str, args: &SweepRefArgs) -> Option<ExitCode> {
+    if args.nats.url.is_some() {
+        return None;
+    }
+    let extra = if command == "retry-failed" {
+        format!(
+            "; for a sweep in the run folder {}, launch its spec again (`sweep launch SPEC --out \
+             {}`): trials whose last attempt ended `error` or `cancelled` run again, the rest \
+             are kept",
+            args.out.join(&args.sweep).display(),
+            args.out.display()
+        )
+    } else {
+        "; an embedded `sweep launch` is cancelled with Ctrl-C".to_string()
+    };
+    eprintln!(
+        "sweep: `sweep {command}` needs --nats URL (or SWEEP_NATS_URL): it acts on a sweep \
+         launched on NATS{extra}"
+    );
+    Some(ExitCode::from(crate::EXIT_ERROR))
+}
+
+/// `sweep status` on a run folder (no `--nats`): counts per status from `results.jsonl`.
+fn local_status(args: &SweepRefArgs) -> anyhow::Result<ExitCode> {
+    let status = crate::store::local_status(&args.out, &args.sweep)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        let mut table = Table::new();
+        table.set_header(vec!["sweep", &status.sweep]);
+        let state = if status.pending == 0 && status.errored == 0 {
+            "finished"
+        } else {
+            "unfinished (launch the spec again to resume)"
+        };
+        table.add_row(vec!["state".to_string(), state.to_string()]);
+        for (label, value) in [
+            ("planned", status.planned),
+            ("completed", status.completed),
+            ("diverged or leakage_rejected", status.failed),
+            ("error or cancelled", status.errored),
+            ("pending", status.pending),
+            ("attempts", status.attempts),
+        ] {
+            table.add_row(vec![label.to_string(), value.to_string()]);
+        }
+        println!("{table}");
+    }
+    Ok(if status.failed + status.errored > 0 {
+        ExitCode::from(crate::EXIT_FAILURES)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// `sweep status`: counts per status, queue depth and unfinished trials.
 pub fn status(args: SweepRefArgs) -> anyhow::Result<ExitCode> {
+    if args.nats.url.is_none() {
+        return local_status(&args);
+    }
     let (runtime, session) = open(&args)?;
     let snapshot = runtime.block_on(query::snapshot(&session, &args.sweep))?;
 
@@ -106,6 +162,9 @@ fn status_table(snapshot: &SweepSnapshot) -> Table {
 
 /// `sweep cancel`: marks the sweep cancelled and drops its queued trials.
 pub fn cancel(args: SweepRefArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = needs_nats("cancel", &args) {
+        return Ok(code);
+    }
     let (runtime, session) = open(&args)?;
     let dropped = runtime.block_on(query::cancel(&session, &args.sweep))?;
 
@@ -126,6 +185,9 @@ pub fn cancel(args: SweepRefArgs) -> anyhow::Result<ExitCode> {
 
 /// `sweep retry-failed`: queues the next attempt of each failed trial.
 pub fn retry_failed(args: SweepRefArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = needs_nats("retry-failed", &args) {
+        return Ok(code);
+    }
     let (runtime, session) = open(&args)?;
     let queued = runtime.block_on(query::retry_failed(&session, &args.sweep))?;
 

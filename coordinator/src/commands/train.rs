@@ -55,6 +55,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         params,
         pipeline: file.pipeline(),
         dataset_digest: hex::encode(Sha256::digest(&bytes)),
+        evaluation: Default::default(),
     };
     let ctx = RunContext {
         device,

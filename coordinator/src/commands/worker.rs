@@ -35,7 +35,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let runtime = crate::nats::runtime().context("starting the async runtime")?;
     let exit = runtime.block_on(async {
         let client = crate::nats::connect(&args.nats, &name).await?;
-        let session = Session::open(client).await?;
+        let session = Session::open_existing(client).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;

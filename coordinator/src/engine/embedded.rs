@@ -107,6 +107,17 @@ impl Transport for EmbeddedTransport {
         }
     }
 
+    fn interrupt(&mut self) -> Result<(), TransportError> {
+        self.cancel.store(true, Ordering::SeqCst);
+        let (lock, ready) = &*self.queue;
+        if let Ok(mut queue) = lock.lock() {
+            queue.closed = true;
+            queue.items.clear();
+        }
+        ready.notify_all();
+        Ok(())
+    }
+
     fn shutdown(&mut self) -> Result<(), TransportError> {
         self.cancel.store(true, Ordering::SeqCst);
         {

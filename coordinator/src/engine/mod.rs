@@ -13,7 +13,8 @@ pub mod prepare;
 pub mod transport;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use shared::spec::Objective;
 use shared::trial::{TrialId, TrialResult, TrialSpec, TrialStatus};
@@ -25,6 +26,9 @@ use transport::{Dispatch, Transport, TransportError, TransportEvent};
 
 /// How long the loop waits for an event before it redraws the progress bar.
 const POLL: Duration = Duration::from_millis(250);
+
+/// How long an interrupted sweep waits for the running trials to stop and report.
+const GRACE: Duration = Duration::from_secs(30);
 
 /// Why a sweep stopped before every trial had an outcome.
 #[derive(Debug, Error)]
@@ -58,6 +62,8 @@ pub struct SweepSummary {
     pub ran: usize,
     /// Attempts retried by this launch.
     pub retried: usize,
+    /// The sweep was stopped (Ctrl-C or SIGTERM) before every trial had an outcome.
+    pub interrupted: bool,
 }
 
 impl SweepSummary {
@@ -95,6 +101,11 @@ pub fn pending(trials: &[TrialSpec], previous: &[TrialResult]) -> Vec<Dispatch> 
 
 /// Runs every trial of `trials` not yet settled in `previous` through `transport`, recording
 /// each attempt in `run_dir` as it ends. Calls [`Transport::shutdown`] before returning.
+///
+/// When `stop` becomes true (a signal handler sets it), no further trial or retry is handed
+/// out, the running trials are cancelled ([`Transport::interrupt`]), results that still arrive
+/// within a grace period are stored (cancelled attempts are not: a relaunch runs them), and the
+/// summary comes back with `interrupted` set.
 pub fn run(
     trials: &[TrialSpec],
     previous: &[TrialResult],
@@ -102,8 +113,9 @@ pub fn run(
     run_dir: &mut RunDir,
     progress: &mut Progress,
     cfg: EngineConfig,
+    stop: &AtomicBool,
 ) -> Result<SweepSummary, EngineError> {
-    let outcome = drive(trials, previous, transport, run_dir, progress, cfg);
+    let outcome = drive(trials, previous, transport, run_dir, progress, cfg, stop);
     let closed = transport.shutdown();
     progress.finish();
     let summary = outcome?;
@@ -118,6 +130,7 @@ fn drive(
     run_dir: &mut RunDir,
     progress: &mut Progress,
     cfg: EngineConfig,
+    stop: &AtomicBool,
 ) -> Result<SweepSummary, EngineError> {
     let by_id: BTreeMap<&TrialId, &TrialSpec> = trials.iter().map(|t| (&t.trial_id, t)).collect();
     let todo = pending(trials, previous);
@@ -150,8 +163,29 @@ fn drive(
     if !todo.is_empty() {
         transport.submit(todo)?;
     }
+    let mut running: BTreeSet<TrialId> = BTreeSet::new();
+    let mut grace: Option<Instant> = None;
     while !open.is_empty() {
-        let Some(event) = transport.next_event(POLL)? else {
+        if grace.is_none() && stop.load(Ordering::SeqCst) {
+            tracing::warn!(
+                running = running.len(),
+                "interrupted: handing out no more trials and cancelling the running ones"
+            );
+            transport.interrupt()?;
+            summary.interrupted = true;
+            grace = Some(Instant::now() + GRACE);
+        }
+        if let Some(deadline) = grace {
+            if running.is_empty() || Instant::now() > deadline {
+                break;
+            }
+        }
+        let event = match transport.next_event(POLL) {
+            // Interrupted workers exit once their trial stopped; nothing more can arrive.
+            Err(_) if grace.is_some() => break,
+            other => other?,
+        };
+        let Some(event) = event else {
             continue;
         };
         match event {
@@ -160,7 +194,8 @@ fn drive(
                 attempt,
                 worker,
             } => {
-                if open.contains(&trial_id) {
+                if open.contains(&trial_id) && grace.is_none() {
+                    running.insert(trial_id.clone());
                     tracing::info!(trial_id = %trial_id, attempt, worker_id = %worker, "trial started");
                     progress.started();
                 }
@@ -176,10 +211,17 @@ fn drive(
                     tracing::debug!(trial_id = %result.trial_id, attempt = result.attempt, "duplicate or unknown result dropped");
                     continue;
                 }
+                running.remove(&result.trial_id);
+                if grace.is_some() && result.status == TrialStatus::Cancelled {
+                    // Not an outcome: the relaunch runs the trial again.
+                    tracing::info!(trial_id = %result.trial_id, "running trial cancelled");
+                    continue;
+                }
                 run_dir.append(&result)?;
 
                 let limit = last_attempt[&result.trial_id];
-                if result.status == TrialStatus::Error && result.attempt < limit {
+                if result.status == TrialStatus::Error && result.attempt < limit && grace.is_none()
+                {
                     tracing::warn!(trial_id = %result.trial_id, attempt = result.attempt, reason = result.reason.as_deref().unwrap_or(""), "trial failed; retrying");
                     progress.retrying();
                     summary.retried += 1;

@@ -119,6 +119,13 @@ pub trait Transport {
     /// Waits at most `timeout` for the next event; `Ok(None)` when none came in time.
     fn next_event(&mut self, timeout: Duration) -> Result<Option<TransportEvent>, TransportError>;
 
+    /// The sweep is being interrupted: hand out no more queued attempts and ask the running
+    /// ones to stop. Results may still arrive afterwards. The default does nothing (the engine
+    /// then waits a grace period for the running attempts).
+    fn interrupt(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
     /// Stops what this transport started and releases it. Called once at the end of a sweep.
     fn shutdown(&mut self) -> Result<(), TransportError>;
 }

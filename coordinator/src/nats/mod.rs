@@ -67,6 +67,14 @@ pub enum NatsError {
         /// The client's error.
         message: String,
     },
+    /// The server does not answer the JetStream API for this user.
+    #[error("NATS JetStream: {what} got no answer ({message}); the server refuses this user the JetStream API or has JetStream disabled: a worker needs the permissions of the user `worker` in deploy/nats/auth.conf, a coordinator those of `coordinator`")]
+    NoJetStream {
+        /// The operation, e.g. `looking up stream SWEEP_TRIALS`.
+        what: String,
+        /// The client's error.
+        message: String,
+    },
     /// A sweep that is not recorded on the server.
     #[error("sweep `{sweep}` is not recorded on this NATS server; launch it with `sweep launch SPEC --nats URL`")]
     UnknownSweep {

@@ -1,4 +1,6 @@
-//! The JetStream objects of the protocol, created on first use by whichever side comes first.
+//! The JetStream objects of the protocol: the coordinator creates the streams, bucket and object
+//! stores ([`Session::open`]); a worker only opens them, waiting until a launch created them
+//! ([`Session::open_existing`]). Whoever comes first creates the workers' consumer.
 //!
 //! Creation is idempotent: a coordinator and three workers starting at the same instant all end
 //! up with the same streams, consumer, bucket and object stores. Settings that a deployment
@@ -16,11 +18,14 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::object_store::{self, ObjectStore};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, kv, Context};
 use async_nats::Client;
 use shared::protocol;
+use tracing::info;
 
 use super::{env_millis, NatsError};
 
@@ -50,7 +55,8 @@ pub struct Session {
     pub weights: ObjectStore,
 }
 
-fn replicas() -> usize {
+/// Replicas of every stream and bucket (`SWEEP_NATS_REPLICAS`, default 1).
+pub(crate) fn replicas() -> usize {
     std::env::var("SWEEP_NATS_REPLICAS")
         .ok()
         .and_then(|v| v.trim().parse().ok())
@@ -111,6 +117,54 @@ impl Session {
         })
     }
 
+    /// Opens the objects a coordinator created, without creating any: what a worker does.
+    ///
+    /// While a stream, bucket or object store is missing (no sweep was launched on this server
+    /// yet) it logs `waiting for sweep streams; has a sweep been launched?` and tries again with
+    /// a growing delay (up to 10 s). A server that does not answer the JetStream API for this
+    /// user (permissions, or JetStream disabled) ends the wait with [`NatsError::NoJetStream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: read only.
+    pub async fn open_existing(client: Client) -> Result<Self, NatsError> {
+        let js = jetstream::new(client.clone());
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match missing_stream(&js).await? {
+                None => break,
+                Some(missing) => {
+                    info!(
+                        missing = %missing,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "waiting for sweep streams; has a sweep been launched?"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        let trials = get_stream(&js, protocol::TRIALS_STREAM).await?;
+        let results = get_stream(&js, protocol::RESULTS_STREAM).await?;
+        let state = js
+            .get_key_value(protocol::STATE_BUCKET)
+            .await
+            .map_err(|e| {
+                NatsError::jetstream(format!("opening KV bucket {}", protocol::STATE_BUCKET), e)
+            })?;
+        let datasets = get_object_store(&js, protocol::DATASETS_BUCKET).await?;
+        let weights = get_object_store(&js, protocol::WEIGHTS_BUCKET).await?;
+        Ok(Session {
+            client,
+            js,
+            trials,
+            results,
+            state,
+            datasets,
+            weights,
+        })
+    }
+
     /// The workers' durable pull consumer on the trials stream (created when missing).
     ///
     /// # Cancel safety
@@ -134,6 +188,58 @@ impl Session {
             .await
             .map_err(|e| NatsError::jetstream("opening the workers' consumer", e))
     }
+}
+
+/// The JetStream streams behind every object of the protocol.
+fn protocol_streams() -> [String; 5] {
+    [
+        protocol::TRIALS_STREAM.to_string(),
+        protocol::RESULTS_STREAM.to_string(),
+        format!("KV_{}", protocol::STATE_BUCKET),
+        format!("OBJ_{}", protocol::DATASETS_BUCKET),
+        format!("OBJ_{}", protocol::WEIGHTS_BUCKET),
+    ]
+}
+
+/// The first stream of the protocol that does not exist yet, if any.
+async fn missing_stream(js: &Context) -> Result<Option<String>, NatsError> {
+    for name in protocol_streams() {
+        match js.get_stream(&name).await {
+            Ok(_) => {}
+            Err(err) => match err.kind() {
+                GetStreamErrorKind::JetStream(inner)
+                    if inner.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    return Ok(Some(name));
+                }
+                GetStreamErrorKind::Request => {
+                    return Err(NatsError::NoJetStream {
+                        what: format!("looking up stream {name}"),
+                        message: err.to_string(),
+                    });
+                }
+                _ => {
+                    return Err(NatsError::jetstream(
+                        format!("looking up stream {name}"),
+                        err,
+                    ))
+                }
+            },
+        }
+    }
+    Ok(None)
+}
+
+async fn get_stream(js: &Context, name: &str) -> Result<stream::Stream, NatsError> {
+    js.get_stream(name)
+        .await
+        .map_err(|e| NatsError::jetstream(format!("opening stream {name}"), e))
+}
+
+async fn get_object_store(js: &Context, bucket: &str) -> Result<ObjectStore, NatsError> {
+    js.get_object_store(bucket)
+        .await
+        .map_err(|e| NatsError::jetstream(format!("opening object store {bucket}"), e))
 }
 
 async fn open_bucket(js: &Context, replicas: usize) -> Result<kv::Store, NatsError> {

@@ -17,14 +17,16 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
 use shared::config::DataConfig;
 use shared::protocol::{
-    self, Message, ProgressEvent, ProgressMessage, ResultMessage, SweepManifest, TrialMessage,
-    TrialRecord,
+    self, MaxDeliveriesAdvisory, Message, ProgressEvent, ProgressMessage, ResultMessage,
+    SweepManifest, TrialMessage, TrialRecord,
 };
+use shared::trial::{TrialResult, TrialStatus};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -95,7 +97,8 @@ impl NatsTransport {
             let follower = follow_results(&session, &upload.sweep, tx.clone()).await?;
             let progress = follow_progress(&session, &upload.sweep, tx.clone()).await?;
             let cancel = watch_cancel(&session, &upload.sweep, tx).await?;
-            Ok::<_, NatsError>(vec![follower, progress, cancel])
+            let given_up = follow_max_deliveries(&session).await?;
+            Ok::<_, NatsError>(vec![follower, progress, cancel, given_up])
         })?;
         let (workers_stop, _) = watch::channel(false);
         info!(sweep = %upload.sweep, dataset = %digest, generation, "sweep recorded on NATS");
@@ -396,6 +399,168 @@ async fn follow_results(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }))
+}
+
+/// Opens the advisories stream and its shared consumer, then turns every max-deliveries
+/// advisory into an `error` result (see [`give_up_trial`]).
+///
+/// The stream keeps the advisories while no coordinator runs, and every coordinator shares one
+/// durable consumer, so each advisory is handled once by whichever coordinator is up, whatever
+/// sweep the trial belongs to.
+async fn follow_max_deliveries(session: &Session) -> Result<JoinHandle<()>, NatsError> {
+    let stream = session
+        .js
+        .get_or_create_stream(stream::Config {
+            name: protocol::ADVISORIES_STREAM.to_string(),
+            subjects: vec![protocol::max_deliveries_subject()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            num_replicas: super::session::replicas(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| {
+            NatsError::jetstream(format!("opening stream {}", protocol::ADVISORIES_STREAM), e)
+        })?;
+    let consumer = stream
+        .get_or_create_consumer(
+            protocol::ADVISORIES_CONSUMER,
+            pull::Config {
+                durable_name: Some(protocol::ADVISORIES_CONSUMER.to_string()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            NatsError::jetstream(
+                format!("opening consumer {}", protocol::ADVISORIES_CONSUMER),
+                e,
+            )
+        })?;
+    let session = session.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            let mut messages = match consumer.messages().await {
+                Ok(messages) => messages,
+                Err(err) => {
+                    warn!(error = %err, "following max-deliveries advisories failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            while let Some(message) = messages.next().await {
+                let Ok(message) = message else { continue };
+                let handled =
+                    match serde_json::from_slice::<MaxDeliveriesAdvisory>(&message.payload) {
+                        Ok(advisory) => give_up_trial(&session, &advisory).await,
+                        Err(err) => {
+                            warn!(error = %err, "ignoring a malformed max-deliveries advisory");
+                            Ok(())
+                        }
+                    };
+                match handled {
+                    Ok(()) => {
+                        let _ = message.ack().await;
+                    }
+                    // Not acked: redelivered after the ack wait and tried again.
+                    Err(err) => warn!(error = %err, "handling a max-deliveries advisory failed"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }))
+}
+
+/// The `error` result of a trial message JetStream stopped delivering: its reason says how many
+/// times it was delivered without a result.
+pub fn given_up_result(message: &TrialMessage, deliveries: u64) -> TrialResult {
+    let trial = &message.trial;
+    TrialResult {
+        trial_id: trial.trial_id.clone(),
+        sweep: trial.sweep.clone(),
+        attempt: message.attempt,
+        status: TrialStatus::Error,
+        reason: Some(format!(
+            "delivered {deliveries} times without a result: the worker running it was lost or \
+             crashed each time (SWEEP_NATS_MAX_DELIVER)"
+        )),
+        series: trial.series.clone(),
+        params: trial.params.clone(),
+        metrics: None,
+        epochs_run: 0,
+        duration_s: 0.0,
+        worker: String::new(),
+        device: String::new(),
+    }
+}
+
+/// Publishes the `error` result of the trial message an advisory names (with the result's
+/// `Nats-Msg-Id`, so a late result of the same attempt is a duplicate) and removes the message
+/// from the work queue. A message already gone (handled before) is skipped.
+async fn give_up_trial(
+    session: &Session,
+    advisory: &MaxDeliveriesAdvisory,
+) -> Result<(), NatsError> {
+    let seq = advisory.stream_seq;
+    let stored = match session.trials.get_raw_message(seq).await {
+        Ok(stored) => stored,
+        Err(err) => {
+            debug!(seq, error = %err, "trial message of a max-deliveries advisory is gone");
+            return Ok(());
+        }
+    };
+    let trial_message = match TrialMessage::decode(&stored.payload) {
+        Ok(message) => message,
+        Err(err) => {
+            warn!(seq, error = %err, "dropping a malformed trial message JetStream gave up on");
+            let _ = session.trials.delete_message(seq).await;
+            return Ok(());
+        }
+    };
+    let result = given_up_result(&trial_message, advisory.deliveries);
+    let trial = &trial_message.trial;
+    warn!(
+        sweep = %trial.sweep,
+        trial_id = %trial.trial_id,
+        attempt = trial_message.attempt,
+        deliveries = advisory.deliveries,
+        "trial delivered too many times without a result; recording it as an error"
+    );
+    let now = Utc::now();
+    let payload = ResultMessage {
+        version: protocol::PROTOCOL_VERSION,
+        result,
+        weights: vec![],
+        started_at: now,
+        finished_at: now,
+        data_s: 0.0,
+    }
+    .encode();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        "Nats-Msg-Id",
+        protocol::result_msg_id(&trial.sweep, &trial.trial_id, trial_message.attempt).as_str(),
+    );
+    session
+        .js
+        .publish_with_headers(
+            protocol::results_subject(&trial.sweep),
+            headers,
+            payload.into(),
+        )
+        .await
+        .map_err(|e| NatsError::jetstream("publishing a given-up trial's result", e))?
+        .await
+        .map_err(|e| NatsError::jetstream("publishing a given-up trial's result", e))?;
+    session
+        .trials
+        .delete_message(seq)
+        .await
+        .map_err(|e| NatsError::jetstream("removing a given-up trial message", e))?;
+    Ok(())
 }
 
 /// Turns progress events into `Started` and `Epoch` events.

@@ -650,3 +650,68 @@ fn erroring_trial_is_retried_then_listed_as_error_with_its_reason() {
     assert!(row["rank"].is_null());
     assert!(row["reason"].as_str().unwrap().contains("trials"), "{row}");
 }
+
+// Relaunching into a folder after the data changed used to skip every trial and present the old
+// results as results on the new data.
+#[test]
+fn relaunch_with_other_data_into_the_same_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "tiny.yaml", TINY);
+    let first = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let reseeded = TINY.replace("data:\n", "data:\n  synthetic_seed: 99\n");
+    let spec = write_spec(dir.path(), "tiny.yaml", &reseeded);
+
+    let second = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
+
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds results of other data"), "{stderr}");
+    assert!(stderr.contains("another --out"), "{stderr}");
+    assert_eq!(
+        results(&dir.path().join("runs/tiny/results.jsonl")).len(),
+        2
+    );
+}
+
+// Two launches of one spec into one folder used to train every trial twice.
+#[test]
+fn second_launch_into_a_folder_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = TINY.replace("epochs: 1", "epochs: 40");
+    let spec = write_spec(dir.path(), "tiny.yaml", &slow);
+    let mut first = Command::new(sweep_bin())
+        .args(["launch", spec.to_str().unwrap(), "--out", "runs"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("runs/tiny/.lock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !lock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let second = sweep(
+        dir.path(),
+        &["launch", spec.to_str().unwrap(), "--out", "runs"],
+    );
+
+    let first_status = first.wait().unwrap();
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("in use by another `sweep launch`"),
+        "{stderr}"
+    );
+    assert!(first_status.success());
+    let ids: Vec<Value> = results(&dir.path().join("runs/tiny/results.jsonl"));
+    assert_eq!(ids.len(), 2, "each trial ran once");
+}

@@ -20,6 +20,8 @@ use thiserror::Error;
 pub const RESULTS_FILE: &str = "results.jsonl";
 /// File describing the sweep in a run folder.
 pub const MANIFEST_FILE: &str = "sweep.json";
+/// File a launch locks while it uses the run folder.
+pub const LOCK_FILE: &str = ".lock";
 
 /// A run folder that cannot be read or written.
 #[derive(Debug, Error)]
@@ -41,6 +43,22 @@ pub enum StoreError {
         line: usize,
         /// The JSON error.
         message: String,
+    },
+    /// Another process holds the run folder.
+    #[error("{} is in use by another `sweep launch`; wait for it to finish or pass another --out", path.display())]
+    Locked {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// The run folder holds results of other data than this launch's.
+    #[error("{} holds results of other data (dataset digest {recorded}, this launch has {current}); results of different data never mix: pass another --out, or delete the folder to start over", path.display())]
+    OtherData {
+        /// The folder.
+        path: PathBuf,
+        /// Digest recorded in the folder's manifest.
+        recorded: String,
+        /// Digest of this launch's data.
+        current: String,
     },
     /// The run folder has no results and no manifest.
     #[error("{} holds no sweep (no {RESULTS_FILE} or {MANIFEST_FILE}); check the sweep name and --out", path.display())]
@@ -80,6 +98,10 @@ pub struct Manifest {
 pub struct RunDir {
     root: PathBuf,
     results: File,
+    // Held for the life of the launch: an exclusive lock on `.lock` keeps a second launch from
+    // running the same trials into the same folder. The operating system drops it on exit,
+    // including a kill -9, so a stale lock cannot block a relaunch.
+    _lock: File,
 }
 
 impl RunDir {
@@ -91,6 +113,22 @@ impl RunDir {
     /// Creates (or reopens) the run folder and returns it with the results already recorded.
     pub fn open(root: &Path) -> Result<(Self, Vec<TrialResult>), StoreError> {
         std::fs::create_dir_all(root).map_err(io(root))?;
+        let lock_path = root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: root.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(io(&lock_path)(err)),
+        }
         let path = root.join(RESULTS_FILE);
         let previous = if path.exists() {
             drop_partial_tail(&path)?;
@@ -107,9 +145,31 @@ impl RunDir {
             Self {
                 root: root.to_path_buf(),
                 results,
+                _lock: lock,
             },
             previous,
         ))
+    }
+
+    /// Refuses to go on when the folder already holds results of data whose digest differs
+    /// from `digest`: trial ids do not include the data, so resuming would silently pass old
+    /// results off as results on the new data.
+    pub fn ensure_same_data(
+        &self,
+        digest: &str,
+        previous: &[TrialResult],
+    ) -> Result<(), StoreError> {
+        if previous.is_empty() {
+            return Ok(());
+        }
+        match read_manifest(&self.root)? {
+            Some(manifest) if manifest.dataset_digest != digest => Err(StoreError::OtherData {
+                path: self.root.clone(),
+                recorded: manifest.dataset_digest,
+                current: digest.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The folder.

@@ -28,6 +28,7 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<ExitCode> {
     let root = RunDir::path_of(&args.out, &prepared.spec.name);
     let (mut run_dir, previous) = RunDir::open(&root)
         .with_context(|| format!("opening the run folder {}", root.display()))?;
+    run_dir.ensure_same_data(&prepared.digest, &previous)?;
     run_dir.write_manifest(&manifest(&prepared))?;
 
     if args.nats.url.is_some() {

@@ -24,7 +24,7 @@ mkdir -p "$out"
 
 # The acceptance split: train to 2024-06-30, validation to 2024-12-31, test 2025.
 cat > "$out/pipeline.yaml" <<YAML
-split: !dates {train_end: 2024-06-30, val_end: 2024-12-31}
+split: {dates: {train_end: 2024-06-30, val_end: 2024-12-31}}
 YAML
 
 "$sweep" --version

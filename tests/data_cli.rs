@@ -28,7 +28,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-const DATED_SPLIT: &str = "split: !dates\n  train_end: 2024-06-30\n  val_end: 2024-12-31\n";
+const DATED_SPLIT: &str = "split:\n  dates:\n    train_end: 2024-06-30\n    val_end: 2024-12-31\n";
 
 const HEADER: &str = "ACTUALSHIPDATE,CATEGORY,BRAND,Total CBM\n";
 

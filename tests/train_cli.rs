@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use crate::common::{real_dry_csv, sweep_bin};
 
 /// The acceptance split: train to 2024-06-30, validation to 2024-12-31, test 2025.
-const PIPELINE: &str = "split: !dates {train_end: 2024-06-30, val_end: 2024-12-31}\n";
+const PIPELINE: &str = "split: {dates: {train_end: 2024-06-30, val_end: 2024-12-31}}\n";
 
 fn train(dir: &Path, out: &str, extra: &[&str]) -> Output {
     let config = dir.join("pipeline.yaml");

@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Column names of the input file. Defaults match the company's shipment exports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,4 +182,25 @@ pub struct PipelineConfig {
     pub split: SplitConfig,
     /// Calendar.
     pub calendar: CalendarConfig,
+}
+
+/// Reads `split` as a one-key map (`{dates: {..}}`), the form sweep specs and pipeline configs
+/// share. The YAML deserializer alone would accept only tags (`!dates`), so the value goes
+/// through JSON's enum representation; a wrong shape gets both valid forms in the message.
+pub fn split_from_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SplitConfig, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    serde_json::from_value(value).map_err(|err| {
+        de::Error::custom(format!(
+            "{err}; write `split: {{fractions: {{train: 0.7, val: 0.1, test: 0.2}}}}` or \
+             `split: {{dates: {{train_end: 2024-06-30, val_end: 2024-12-31}}}}`"
+        ))
+    })
+}
+
+/// Reads a section through JSON's data model, where an enum variant is a one-key map.
+pub fn via_json<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let value = Value::deserialize(deserializer)?;
+    serde_json::from_value(value).map_err(de::Error::custom)
 }

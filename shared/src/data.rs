@@ -79,11 +79,12 @@ pub struct Shipments {
 /// [`PipelineConfig`] (`window`, `split`, `calendar`) plus an optional `data:` section
 /// ([`DataConfig`]: column names, date format, negative-volume policy) and the
 /// `target_transform` the target scaler uses. Every section is optional; unknown keys are
-/// rejected; the split is a tagged value (`!dates {..}` or `!fractions {..}`). Example:
+/// rejected; `split` and `calendar` are written as in a sweep spec (a one-key map such as
+/// `split: {dates: {..}}`). Example:
 ///
 /// ```yaml
 /// window: {input: 30, horizon: 30, gap: 0}
-/// split: !dates {train_end: 2024-06-30, val_end: 2024-12-31}
+/// split: {dates: {train_end: 2024-06-30, val_end: 2024-12-31}}
 /// data: {columns: {volume: "Total CBM"}, negative_volume: clip}
 /// target_transform: log1p
 /// ```
@@ -92,9 +93,11 @@ pub struct Shipments {
 pub struct SeriesConfig {
     /// Input window, horizon and gap.
     pub window: WindowConfig,
-    /// Chronological split (default fractions 0.7 / 0.1 / 0.2).
+    /// Chronological split (default fractions 0.7 / 0.1 / 0.2), written as in a sweep spec.
+    #[serde(deserialize_with = "crate::config::split_from_map")]
     pub split: SplitConfig,
-    /// Calendar.
+    /// Calendar, written as in a sweep spec.
+    #[serde(deserialize_with = "crate::config::via_json")]
     pub calendar: CalendarConfig,
     /// How to read the shipments file.
     pub data: DataConfig,
@@ -894,13 +897,15 @@ mod tests {
     #[test]
     fn series_config_reads_the_documented_example() {
         let yaml = "window: {input: 30, horizon: 30, gap: 0}\n\
-                    split: !dates {train_end: 2024-06-30, val_end: 2024-12-31}\n\
+                    split: {dates: {train_end: 2024-06-30, val_end: 2024-12-31}}\n\
+                    calendar: {holidays: none}\n\
                     data: {columns: {volume: \"Total CBM\"}, negative_volume: clip}\n\
                     target_transform: log1p\n";
         let cfg = SeriesConfig::from_yaml(yaml, Path::new("p.yaml")).unwrap();
         assert_eq!(cfg.data.negative_volume, NegativeVolume::Clip);
         assert_eq!(cfg.target_transform, TargetTransform::Log1p);
         assert!(matches!(cfg.pipeline().split, SplitConfig::Dates { .. }));
+        assert_eq!(cfg.calendar.holidays, crate::config::CalendarSource::None);
         let err = SeriesConfig::from_yaml("window: {inptu: 3}\n", Path::new("p.yaml")).unwrap_err();
         assert!(
             err.to_string().contains("window") && err.to_string().contains("inptu"),

@@ -79,12 +79,12 @@ pub struct SweepSpec {
     #[serde(default)]
     pub window: WindowConfig,
     /// Chronological split. Default fractions 0.7 / 0.1 / 0.2. Written as a one-key map,
-    /// `{fractions: {train, val, test}}` or `{dates: {train_end, val_end}}`, or with a YAML tag.
-    #[serde(default, deserialize_with = "split_from_map")]
+    /// `{fractions: {train, val, test}}` or `{dates: {train_end, val_end}}`.
+    #[serde(default, deserialize_with = "crate::config::split_from_map")]
     pub split: SplitConfig,
     /// Calendar. Default Vietnamese holidays. `holidays: {file: {path, replace}}` is written
     /// as a one-key map, like `split`.
-    #[serde(default, deserialize_with = "via_json")]
+    #[serde(default, deserialize_with = "crate::config::via_json")]
     pub calendar: CalendarConfig,
     /// The validation metric trials are ranked by.
     #[serde(default)]
@@ -114,26 +114,6 @@ pub struct SpecSource {
     pub file: PathBuf,
     /// Its text.
     pub text: String,
-}
-
-/// The YAML deserializer reads enums only from tags (`!dates`); a spec may also write the
-/// variant as a one-key map, which goes through JSON's enum representation.
-fn split_from_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SplitConfig, D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    serde_json::from_value(value).map_err(|err| {
-        de::Error::custom(format!(
-            "{err}; write `split: {{fractions: {{train: 0.7, val: 0.1, test: 0.2}}}}` or \
-             `split: {{dates: {{train_end: 2024-06-30, val_end: 2024-12-31}}}}`"
-        ))
-    })
-}
-
-/// Reads a section through JSON's data model, where an enum variant is a one-key map.
-fn via_json<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
-    deserializer: D,
-) -> Result<T, D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    serde_json::from_value(value).map_err(de::Error::custom)
 }
 
 fn default_retries() -> u32 {

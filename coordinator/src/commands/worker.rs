@@ -34,15 +34,26 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 
     let runtime = crate::nats::runtime().context("starting the async runtime")?;
     let exit = runtime.block_on(async {
-        let client = crate::nats::connect(&args.nats, &name).await?;
-        let session = Session::open_existing(client).await?;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // Installed first, so that a worker still waiting for the sweep streams stops cleanly.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing a SIGTERM handler")?;
+        let (stop_tx, mut stop_rx) = watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
             tracing::info!("signal received: finishing or handing back running trials");
             let _ = stop_tx.send(true);
         });
-        worker::run(session, config, worker::training_runner(device), stop_rx).await
+        let client = crate::nats::connect(&args.nats, &name).await?;
+        let session = tokio::select! {
+            session = Session::open_existing(client) => session?,
+            _ = stop_rx.changed() => return Ok(WorkerExit::Shutdown),
+        };
+        worker::run(session, config, worker::training_runner(device), stop_rx)
+            .await
+            .map_err(anyhow::Error::from)
     })?;
 
     match exit {
@@ -55,14 +66,5 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::from(crate::EXIT_FAILURES))
         }
-    }
-}
-
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler works in a tokio runtime");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -715,3 +715,30 @@ fn second_launch_into_a_folder_in_use_is_refused() {
     let ids: Vec<Value> = results(&dir.path().join("runs/tiny/results.jsonl"));
     assert_eq!(ids.len(), 2, "each trial ran once");
 }
+
+#[test]
+fn plan_reads_the_data_given_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "brands.yaml",
+        &TINY.replace("categories: [DRY]", "categories: [DRY]\n  level: brand"),
+    );
+    let data = real_dry_csv();
+
+    let out = sweep(
+        dir.path(),
+        &[
+            "plan",
+            spec.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("mdlz_dry_shipments.csv"), "{stdout}");
+    assert!(stdout.contains("DRY/OREO: 2 trials"), "{stdout}");
+    assert!(stdout.contains("DRY/LU: 2 trials"), "{stdout}");
+}

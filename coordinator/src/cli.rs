@@ -129,6 +129,12 @@ pub struct LaunchArgs {
 pub struct PlanArgs {
     /// Sweep spec (YAML).
     pub spec: PathBuf,
+    /// Shipments file (CSV or Parquet); overrides the spec's data.path, as in `sweep launch`.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Plan at most N trials, as `sweep launch --max-trials N` would run.
+    #[arg(long, value_name = "N")]
+    pub max_trials: Option<usize>,
     /// Print the trials as JSON lines.
     #[arg(long)]
     pub json: bool,

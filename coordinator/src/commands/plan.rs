@@ -14,7 +14,7 @@ use crate::engine::prepare::prepare;
 /// Runs the command: a table of trials per series and the parameters that vary (or, with
 /// `--json`, one JSON trial per line). Exit 0, or 2 for an invalid spec or data.
 pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args.spec, None, None, false)?;
+    let prepared = prepare(&args.spec, args.data.as_deref(), args.max_trials, false)?;
     let plan = &prepared.plan;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -475,4 +475,21 @@ mod tests {
         assert_eq!(trials_subject("s"), "sweep.trials.s");
         assert_eq!(trial_key("s", &id), "trials.s.abc");
     }
+
+    #[test]
+    fn max_deliveries_advisory_of_the_server_is_read() {
+        // As nats-server 2.x publishes it (fields the coordinator does not read are ignored).
+        let text = r#"{"type":"io.nats.jetstream.advisory.v1.max_deliver","id":"x",
+            "timestamp":"2026-12-03T19:00:00Z","stream":"SWEEP_TRIALS","consumer":"sweep-workers",
+            "stream_seq":7,"deliveries":5,"domain":""}"#;
+
+        let advisory: MaxDeliveriesAdvisory = serde_json::from_str(text).unwrap();
+
+        assert_eq!(advisory.stream_seq, 7);
+        assert_eq!(advisory.deliveries, 5);
+        assert_eq!(
+            max_deliveries_subject(),
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.SWEEP_TRIALS.sweep-workers"
+        );
+    }
 }

@@ -938,3 +938,40 @@ fn status_without_nats_reads_the_run_folder_and_cancel_needs_nats() {
     assert_eq!(retry.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("launch its spec again"), "{stderr}");
 }
+
+// A relaunch of a sweep on other data used to replay the old results as results on the new data.
+#[test]
+fn relaunch_on_other_data_is_refused_naming_both_digests() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "drift", &[1], 1);
+    let first = launch(&spec, &dir.path().join("a"), Some(&server))
+        .arg("--detach")
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let halved = dir.path().join("half.csv");
+    let text = std::fs::read_to_string(real_dry_csv()).unwrap();
+    let half: Vec<&str> = text.lines().take(4000).collect();
+    std::fs::write(&halved, half.join("\n") + "\n").unwrap();
+    let spec_text = std::fs::read_to_string(&spec).unwrap();
+    let other = spec_text.replace(
+        &real_dry_csv().display().to_string(),
+        &halved.display().to_string(),
+    );
+    std::fs::write(&spec, other).unwrap();
+
+    let second = launch(&spec, &dir.path().join("b"), Some(&server))
+        .arg("--detach")
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("was launched on other data"), "{stderr}");
+    assert!(stderr.contains("give the spec another name"), "{stderr}");
+}

@@ -75,6 +75,16 @@ pub enum NatsError {
         /// The client's error.
         message: String,
     },
+    /// The sweep is recorded on the server with other data than this launch's.
+    #[error("sweep `{sweep}` on this NATS server was launched on other data (dataset digest {recorded}, this launch has {current}); results of different data never mix: give the spec another name")]
+    OtherData {
+        /// The sweep name.
+        sweep: String,
+        /// Digest in the recorded manifest.
+        recorded: String,
+        /// Digest of this launch's data.
+        current: String,
+    },
     /// A sweep that is not recorded on the server.
     #[error("sweep `{sweep}` is not recorded on this NATS server; launch it with `sweep launch SPEC --nats URL`")]
     UnknownSweep {

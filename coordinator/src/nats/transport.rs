@@ -318,6 +318,18 @@ async fn record_manifest(
         Ok(None) => None,
         Err(err) => return Err(NatsError::jetstream("reading the sweep manifest", err)),
     };
+    // Trial ids do not include the data, and a launch replays every stored result of its sweep
+    // (of every generation), so a relaunch on other data would pass the old results off as
+    // results on the new data.
+    if let Some(m) = &previous {
+        if m.dataset_digest != digest {
+            return Err(NatsError::OtherData {
+                sweep: upload.sweep.clone(),
+                recorded: m.dataset_digest.clone(),
+                current: digest.to_string(),
+            });
+        }
+    }
     let (created_at, generation) = match &previous {
         Some(m) if m.cancelled => (m.created_at, m.generation + 1),
         Some(m) => (m.created_at, m.generation),

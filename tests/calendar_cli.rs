@@ -1,23 +1,6 @@
 //! `sweep calendar` and the built-in synthetic data generator, through the real binary.
 
-use std::process::{Command, Output};
-
-use crate::common::sweep_bin;
-
-fn sweep(args: &[&str]) -> Output {
-    Command::new(sweep_bin())
-        .args(args)
-        .output()
-        .expect("the sweep binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use crate::common::{stderr, stdout, sweep};
 
 #[test]
 fn calendar_csv_lists_2025_holidays_tet_and_mid_autumn_with_lunar_dates() {

@@ -3,24 +3,8 @@
 //! to do).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use crate::common::{real_dry_csv, sweep_bin};
-
-fn sweep(args: &[&str]) -> Output {
-    Command::new(sweep_bin())
-        .args(args)
-        .output()
-        .expect("the sweep binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use crate::common::{real_dry_csv, stderr, stdout, sweep};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

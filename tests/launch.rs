@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{real_dry_csv, repo_root, sweep_bin};
+use crate::common::{real_dry_csv, repo_root, sweep_bin, text};
 
 /// A spec small enough to train in about a second per trial.
 const TINY: &str = "name: tiny
@@ -37,10 +37,6 @@ fn sweep(dir: &Path, args: &[&str]) -> Output {
         .env("RUST_LOG", "info")
         .output()
         .expect("the sweep binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn results(path: &Path) -> Vec<Value> {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::common::{real_dry_csv, sweep_bin};
+use crate::common::{real_dry_csv, sweep_bin, text};
 
 /// The acceptance split: train to 2024-06-30, validation to 2024-12-31, test 2025.
 const PIPELINE: &str = "split: {dates: {train_end: 2024-06-30, val_end: 2024-12-31}}\n";
@@ -33,10 +33,6 @@ fn train(dir: &Path, out: &str, extra: &[&str]) -> Output {
     args.push(out.to_str().unwrap());
     args.extend_from_slice(extra);
     Command::new(sweep_bin()).args(&args).output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

@@ -5,6 +5,7 @@
 pub mod nats_server;
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
 
 /// The `sweep` binary under test.
 pub fn sweep_bin() -> PathBuf {
@@ -28,4 +29,27 @@ pub fn real_dry_csv() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Runs the `sweep` binary with `args` in the current folder and waits for it.
+pub fn sweep(args: &[&str]) -> Output {
+    Command::new(sweep_bin())
+        .args(args)
+        .output()
+        .expect("the sweep binary runs")
+}
+
+/// Bytes a process wrote, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// What a finished process wrote to stdout.
+pub fn stdout(output: &Output) -> String {
+    text(&output.stdout)
+}
+
+/// What a finished process wrote to stderr.
+pub fn stderr(output: &Output) -> String {
+    text(&output.stderr)
 }

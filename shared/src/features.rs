@@ -566,7 +566,7 @@ fn polars_error(err: PolarsError) -> DataError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DataConfig;
+    use crate::data::test_data::real_dry_series as real;
 
     fn series(values: &[f64]) -> Series {
         let first = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
@@ -579,18 +579,6 @@ mod tests {
             values: values.to_vec(),
             category_values: None,
         }
-    }
-
-    fn real(brand: Option<&str>) -> Series {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
-        let shipments = crate::data::load_file(&path, &DataConfig::default()).unwrap();
-        shipments
-            .series(&SeriesKey {
-                category: "DRY".into(),
-                brand: brand.map(Into::into),
-            })
-            .unwrap()
     }
 
     fn assert_frames_match(a: &FeatureFrame, b: &FeatureFrame) {

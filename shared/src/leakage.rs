@@ -553,25 +553,11 @@ fn fail(name: &'static str, detail: String) -> CheckResult {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use chrono::Datelike;
 
     use super::*;
-    use crate::config::{DataConfig, SplitConfig};
-    use crate::dataset::SeriesKey;
-
-    fn real(brand: Option<&str>) -> Series {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
-        crate::data::load_file(&path, &DataConfig::default())
-            .unwrap()
-            .series(&SeriesKey {
-                category: "DRY".into(),
-                brand: brand.map(Into::into),
-            })
-            .unwrap()
-    }
+    use crate::config::SplitConfig;
+    use crate::data::test_data::real_dry_series as real;
 
     fn dated_split() -> PipelineConfig {
         PipelineConfig {

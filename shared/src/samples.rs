@@ -426,23 +426,8 @@ fn day_after(series: &Series) -> NaiveDate {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::config::DataConfig;
-    use crate::dataset::SeriesKey;
-
-    fn real(brand: Option<&str>) -> Series {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
-        crate::data::load_file(&path, &DataConfig::default())
-            .unwrap()
-            .series(&SeriesKey {
-                category: "DRY".into(),
-                brand: brand.map(Into::into),
-            })
-            .unwrap()
-    }
+    use crate::data::test_data::real_dry_series as real;
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()

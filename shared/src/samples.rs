@@ -60,11 +60,7 @@ pub fn build_from_frame(
     let temporal_scaler = fit_features(&frame.temporal_names, &temporal, series, spans.train_end);
     let static_scaler = fit_features(&frame.static_names, &statics, series, spans.train_end);
     let target_scaler = fit_target(&series.values[..=spans.train_end], transform);
-    let peak: Vec<f32> = series
-        .dates
-        .iter()
-        .map(|d| calendar.is_peak(&series.key.category, *d) as u8 as f32)
-        .collect();
+    let peak = features::peak_flags(&series.dates, calendar, &series.key.category);
     let inputs = Inputs {
         temporal: &temporal,
         statics: &statics,

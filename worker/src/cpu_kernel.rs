@@ -10,9 +10,22 @@
 //! Sigmoid and tanh use an `f32` exponential (Cody-Waite reduction and a degree-6 polynomial,
 //! about 2 ulp) written without branches so that the loops vectorise.
 
-/// Buffers kept by the forward pass, row-major.
+use std::ops::Range;
+
+/// What the forward pass computes and the backward pass reads, row-major.
 #[derive(Debug, Clone)]
-pub struct Saved {
+pub struct Forward {
+    /// Gate activations i, f, g, o, `[T, B, 4H]`.
+    pub acts: Vec<f32>,
+    /// Cell states, `[T, B, H]`.
+    pub cells: Vec<f32>,
+    /// Hidden states, `[T, B, H]`.
+    pub hiddens: Vec<f32>,
+}
+
+/// The forward pass's buffers and inputs as the backward pass reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct Saved<'a> {
     /// Steps.
     pub steps: usize,
     /// Batch.
@@ -20,15 +33,67 @@ pub struct Saved {
     /// Hidden size.
     pub hidden: usize,
     /// Gate activations i, f, g, o, `[T, B, 4H]`.
-    pub acts: Vec<f32>,
+    pub acts: &'a [f32],
     /// Cell states, `[T, B, H]`.
-    pub cells: Vec<f32>,
+    pub cells: &'a [f32],
     /// Hidden states, `[T, B, H]`.
-    pub hiddens: Vec<f32>,
+    pub hiddens: &'a [f32],
     /// Initial hidden state, `[B, H]`.
-    pub h0: Vec<f32>,
+    pub h0: &'a [f32],
     /// Recurrent weights, `[H, 4H]`.
-    pub w_hh: Vec<f32>,
+    pub w_hh: &'a [f32],
+}
+
+/// Fewest batch rows worth a thread of their own: one register tile of the AVX-512 kernel.
+const MIN_ROWS_PER_THREAD: usize = 8;
+
+/// Contiguous row ranges of the batch, one per thread. Batch rows are independent in the
+/// recurrence, so each range runs all its steps without synchronising with the others; the
+/// split does not change any row's arithmetic, so results do not depend on the thread count.
+fn row_parts(batch: usize) -> Vec<Range<usize>> {
+    let threads = rayon::current_num_threads()
+        .min(batch / MIN_ROWS_PER_THREAD)
+        .max(1);
+    let chunk = batch.div_ceil(threads);
+    (0..batch)
+        .step_by(chunk)
+        .map(|start| start..(start + chunk).min(batch))
+        .collect()
+}
+
+/// Splits a `[T, B, width]` buffer into, per row range, the list of its per-step blocks.
+fn split_steps<'a>(
+    buffer: &'a mut [f32],
+    batch: usize,
+    width: usize,
+    parts: &[Range<usize>],
+) -> Vec<Vec<&'a mut [f32]>> {
+    let mut out: Vec<Vec<&mut [f32]>> = parts.iter().map(|_| Vec::new()).collect();
+    for step in buffer.chunks_exact_mut(batch * width) {
+        let mut rest = step;
+        for (blocks, range) in out.iter_mut().zip(parts) {
+            let (block, tail) = std::mem::take(&mut rest).split_at_mut(range.len() * width);
+            blocks.push(block);
+            rest = tail;
+        }
+    }
+    out
+}
+
+/// Runs `work` on every job, the first on this thread and the others on rayon's pool.
+fn run_parallel<J: Send>(mut jobs: Vec<J>, work: impl Fn(J) + Sync) {
+    if jobs.len() <= 1 {
+        jobs.into_iter().for_each(work);
+        return;
+    }
+    let first = jobs.remove(0);
+    let work = &work;
+    rayon::in_place_scope(|scope| {
+        for job in jobs {
+            scope.spawn(move |_| work(job));
+        }
+        work(first);
+    });
 }
 
 /// `e^x` in `f32`, branch-free so that loops over it vectorise: `x = n ln 2 + r` with `|r| <=
@@ -352,52 +417,59 @@ fn step_elementwise(
     }
 }
 
-/// Runs the recurrence: `xp [T, B, 4H]`, `h0 [B, H]`, `w_hh [H, 4H]`.
+/// Runs the recurrence: `xp [T, B, 4H]` (consumed: it becomes the activations), `h0 [B, H]`,
+/// `w_hh [H, 4H]`, with the batch rows split over rayon's threads.
 pub fn forward(
-    xp: &[f32],
-    h0: Vec<f32>,
-    w_hh: Vec<f32>,
+    xp: Vec<f32>,
+    h0: &[f32],
+    w_hh: &[f32],
     steps: usize,
     batch: usize,
     hidden: usize,
-) -> Saved {
+) -> Forward {
     let four_h = 4 * hidden;
-    let mut acts = xp.to_vec();
+    assert_eq!(xp.len(), steps * batch * four_h, "xp is not [T, B, 4H]");
+    assert_eq!(h0.len(), batch * hidden, "h0 is not [B, H]");
+    assert_eq!(w_hh.len(), hidden * four_h, "w_hh is not [H, 4H]");
+    let mut acts = xp;
     let mut cells = vec![0.0f32; steps * batch * hidden];
     let mut hiddens = vec![0.0f32; steps * batch * hidden];
-    let step_gates = batch * four_h;
-    let step_state = batch * hidden;
-    let zeros = vec![0.0f32; step_state];
-
-    for t in 0..steps {
-        let (done, rest) = hiddens.split_at_mut(t * step_state);
-        let h_prev: &[f32] = if t == 0 {
-            &h0
-        } else {
-            &done[(t - 1) * step_state..]
-        };
-        let gates = &mut acts[t * step_gates..(t + 1) * step_gates];
-        step_gemm(batch, hidden, four_h, h_prev, &w_hh, true, gates);
-        let h_out = &mut rest[..step_state];
-        let (cells_done, cells_rest) = cells.split_at_mut(t * step_state);
-        let c_out = &mut cells_rest[..step_state];
-        let c_prev = if t == 0 {
-            &zeros[..]
-        } else {
-            &cells_done[(t - 1) * step_state..]
-        };
-        step_elementwise(gates, c_prev, c_out, h_out, hidden);
-    }
-
-    Saved {
-        steps,
-        batch,
-        hidden,
+    let parts = row_parts(batch);
+    let jobs: Vec<_> = split_steps(&mut acts, batch, four_h, &parts)
+        .into_iter()
+        .zip(split_steps(&mut cells, batch, hidden, &parts))
+        .zip(split_steps(&mut hiddens, batch, hidden, &parts))
+        .zip(&parts)
+        .collect();
+    run_parallel(jobs, |(((acts, cells), hiddens), range)| {
+        let h0 = &h0[range.start * hidden..range.end * hidden];
+        forward_rows(acts, cells, hiddens, h0, w_hh, hidden);
+    });
+    Forward {
         acts,
         cells,
         hiddens,
-        h0,
-        w_hh,
+    }
+}
+
+/// The recurrence of one row range, given its per-step blocks of the three buffers.
+fn forward_rows(
+    mut acts: Vec<&mut [f32]>,
+    mut cells: Vec<&mut [f32]>,
+    mut hiddens: Vec<&mut [f32]>,
+    h0: &[f32],
+    w_hh: &[f32],
+    hidden: usize,
+) {
+    let rows = h0.len() / hidden;
+    let zeros = vec![0.0f32; h0.len()];
+    for (t, gates) in acts.iter_mut().enumerate() {
+        let (done, rest) = hiddens.split_at_mut(t);
+        let h_prev: &[f32] = done.last().map_or(h0, |h| &**h);
+        step_gemm(rows, hidden, 4 * hidden, h_prev, w_hh, true, gates);
+        let (cells_done, cells_rest) = cells.split_at_mut(t);
+        let c_prev: &[f32] = cells_done.last().map_or(&zeros, |c| &**c);
+        step_elementwise(gates, c_prev, cells_rest[0], rest[0], hidden);
     }
 }
 
@@ -523,18 +595,23 @@ fn backward_step(
 }
 
 /// Gradients `(dxp [T, B, 4H], dh0 [B, H], dw_hh [H, 4H])` from the gradient of the hidden
-/// states `[T, B, H]`.
-pub fn backward(saved: &Saved, grad_hiddens: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// states `[T, B, H]`, with the batch rows split over rayon's threads as in [`forward`].
+pub fn backward(saved: Saved, grad_hiddens: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (steps, batch, hidden) = (saved.steps, saved.batch, saved.hidden);
     let four_h = 4 * hidden;
     let step_gates = batch * four_h;
-    let step_state = batch * hidden;
+    assert_eq!(
+        saved.acts.len(),
+        steps * step_gates,
+        "acts are not [T, B, 4H]"
+    );
+    assert_eq!(
+        grad_hiddens.len(),
+        steps * batch * hidden,
+        "grad is not [T, B, H]"
+    );
     let mut dxp = vec![0.0f32; steps * step_gates];
-    let mut dh_next = vec![0.0f32; step_state];
-    let mut dh_prev = vec![0.0f32; step_state];
-    let mut dc_next = vec![0.0f32; step_state];
-    let mut dh = vec![0.0f32; step_state];
-    let zeros = vec![0.0f32; step_state];
+    let mut dh0 = vec![0.0f32; batch * hidden];
     // W_hh^T `[4H, H]`, transposed once so that every step multiplies row-major operands.
     let mut w_t = vec![0.0f32; four_h * hidden];
     for (k, row) in saved.w_hh.chunks_exact(four_h).enumerate() {
@@ -543,31 +620,19 @@ pub fn backward(saved: &Saved, grad_hiddens: &[f32]) -> (Vec<f32>, Vec<f32>, Vec
         }
     }
 
-    for t in (0..steps).rev() {
-        let acts = &saved.acts[t * step_gates..(t + 1) * step_gates];
-        let da = &mut dxp[t * step_gates..(t + 1) * step_gates];
-        let c_prev = if t == 0 {
-            &zeros[..]
-        } else {
-            &saved.cells[(t - 1) * step_state..t * step_state]
-        };
-        let grad = &grad_hiddens[t * step_state..(t + 1) * step_state];
-        for ((d, g), n) in dh.iter_mut().zip(grad).zip(&dh_next) {
-            *d = g + n;
-        }
-        backward_step(
-            acts,
-            &saved.cells[t * step_state..(t + 1) * step_state],
-            c_prev,
-            &dh,
-            &mut dc_next,
-            da,
-            hidden,
-        );
-        // dh_{t-1} = da W_hh^T.
-        step_gemm(batch, four_h, hidden, da, &w_t, false, &mut dh_prev);
-        std::mem::swap(&mut dh_next, &mut dh_prev);
-    }
+    let parts = row_parts(batch);
+    // `dh0` is a single step's worth of rows, `[1, B, H]`.
+    let dh0_rows = split_steps(&mut dh0, batch, hidden, &parts)
+        .into_iter()
+        .map(|mut blocks| blocks.remove(0));
+    let jobs: Vec<_> = split_steps(&mut dxp, batch, four_h, &parts)
+        .into_iter()
+        .zip(dh0_rows)
+        .zip(&parts)
+        .collect();
+    run_parallel(jobs, |((dxp, dh0), range)| {
+        backward_rows(&saved, grad_hiddens, &w_t, range.clone(), dxp, dh0);
+    });
 
     // dW_hh = H_prev^T dA over all steps at once, with H_prev = [h0; h_0 .. h_{T-2}].
     let mut dw = vec![0.0f32; hidden * four_h];
@@ -575,7 +640,7 @@ pub fn backward(saved: &Saved, grad_hiddens: &[f32]) -> (Vec<f32>, Vec<f32>, Vec
         hidden,
         batch,
         four_h,
-        &saved.h0,
+        saved.h0,
         (1, hidden),
         &dxp[..step_gates],
         (four_h, 1),
@@ -596,12 +661,78 @@ pub fn backward(saved: &Saved, grad_hiddens: &[f32]) -> (Vec<f32>, Vec<f32>, Vec
             &mut dw,
         );
     }
-    (dxp, dh_next, dw)
+    (dxp, dh0, dw)
+}
+
+/// The backward recurrence of the batch rows `range`: their per-step gate gradients into
+/// `dxp` and the gradient reaching their `h0` into `dh0`.
+fn backward_rows(
+    saved: &Saved,
+    grad_hiddens: &[f32],
+    w_t: &[f32],
+    range: Range<usize>,
+    mut dxp: Vec<&mut [f32]>,
+    dh0: &mut [f32],
+) {
+    let (batch, hidden) = (saved.batch, saved.hidden);
+    let rows = range.len();
+    // Rows `range` of step `t` of a `[T, B, width]` buffer.
+    fn block<'a>(
+        buffer: &'a [f32],
+        t: usize,
+        batch: usize,
+        range: &Range<usize>,
+        width: usize,
+    ) -> &'a [f32] {
+        &buffer[(t * batch + range.start) * width..(t * batch + range.end) * width]
+    }
+    let mut dh_next = vec![0.0f32; rows * hidden];
+    let mut dh_prev = vec![0.0f32; rows * hidden];
+    let mut dc_next = vec![0.0f32; rows * hidden];
+    let mut dh = vec![0.0f32; rows * hidden];
+    let zeros = vec![0.0f32; rows * hidden];
+
+    for (t, da) in dxp.iter_mut().enumerate().rev() {
+        let c_prev = if t == 0 {
+            &zeros[..]
+        } else {
+            block(saved.cells, t - 1, batch, &range, hidden)
+        };
+        for ((d, g), n) in dh
+            .iter_mut()
+            .zip(block(grad_hiddens, t, batch, &range, hidden))
+            .zip(&dh_next)
+        {
+            *d = g + n;
+        }
+        backward_step(
+            block(saved.acts, t, batch, &range, 4 * hidden),
+            block(saved.cells, t, batch, &range, hidden),
+            c_prev,
+            &dh,
+            &mut dc_next,
+            da,
+            hidden,
+        );
+        // dh_{t-1} = da W_hh^T.
+        step_gemm(rows, 4 * hidden, hidden, da, w_t, false, &mut dh_prev);
+        std::mem::swap(&mut dh_next, &mut dh_prev);
+    }
+    dh0.copy_from_slice(&dh_next);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small seeded generator of values in [-0.5, 0.5).
+    fn uniform(seed: u32) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
 
     #[test]
     fn fast_exp_sigmoid_and_tanh_match_std_to_a_few_ulp() {
@@ -627,13 +758,81 @@ mod tests {
         assert!((tanh(-50.0) + 1.0).abs() < 1e-7 && (tanh(50.0) - 1.0).abs() < 1e-7);
     }
 
+    /// Forward and backward of the recurrence on a pool of `threads` threads.
+    fn run_on(
+        threads: usize,
+        inputs: &RecurrenceInputs,
+    ) -> (Forward, (Vec<f32>, Vec<f32>, Vec<f32>)) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        pool.install(|| {
+            let (t, b, h) = inputs.dims;
+            let out = forward(inputs.xp.clone(), &inputs.h0, &inputs.w_hh, t, b, h);
+            let saved = Saved {
+                steps: t,
+                batch: b,
+                hidden: h,
+                acts: &out.acts,
+                cells: &out.cells,
+                hiddens: &out.hiddens,
+                h0: &inputs.h0,
+                w_hh: &inputs.w_hh,
+            };
+            let grads = backward(saved, &inputs.grad);
+            (out, grads)
+        })
+    }
+
+    struct RecurrenceInputs {
+        dims: (usize, usize, usize),
+        xp: Vec<f32>,
+        h0: Vec<f32>,
+        w_hh: Vec<f32>,
+        grad: Vec<f32>,
+    }
+
+    #[test]
+    fn splitting_the_batch_over_threads_gives_bitwise_the_same_results() {
+        let mut next = uniform(7);
+        // 37 rows: uneven parts, and one part shorter than a register tile.
+        let (t, b, h) = (6, 37, 24);
+        let inputs = RecurrenceInputs {
+            dims: (t, b, h),
+            xp: (0..t * b * 4 * h).map(|_| 2.0 * next()).collect(),
+            h0: (0..b * h).map(|_| next()).collect(),
+            w_hh: (0..h * 4 * h).map(|_| 0.5 * next()).collect(),
+            grad: (0..t * b * h).map(|_| next()).collect(),
+        };
+        let (one, one_grads) = run_on(1, &inputs);
+        for threads in [2, 3, 4] {
+            let (many, many_grads) = run_on(threads, &inputs);
+            assert_eq!(one.acts, many.acts, "{threads} threads: activations");
+            assert_eq!(one.cells, many.cells, "{threads} threads: cells");
+            assert_eq!(one.hiddens, many.hiddens, "{threads} threads: hiddens");
+            assert_eq!(one_grads, many_grads, "{threads} threads: gradients");
+        }
+    }
+
+    #[test]
+    fn row_parts_cover_the_batch_in_order_with_whole_tiles_per_thread() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("thread pool");
+        pool.install(|| {
+            assert_eq!(row_parts(32), vec![0..16, 16..32]);
+            assert_eq!(row_parts(21), vec![0..11, 11..21]);
+            // Too few rows for two threads to pay off.
+            assert_eq!(row_parts(15), vec![0..15]);
+            assert_eq!(row_parts(1), vec![0..1]);
+        });
+    }
+
     #[test]
     fn step_gemm_matches_matrixmultiply_on_edge_shapes() {
-        let mut seed = 1u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut next = uniform(1);
         for (m, k, n) in [
             (32, 128, 512),
             (7, 5, 20),

@@ -4,10 +4,13 @@
 //! ([`LstmBackend::lstm_recurrence`]) so that the autodiff backend can run it with a
 //! hand-derived backward pass instead of recording a dozen small operations per step.
 
+use std::borrow::Cow;
+
+use burn::backend::ndarray::NdArrayTensor;
 use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{backend::Backend, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{backend::Backend, Tensor, TensorMetadata, TensorPrimitive};
 use rand::rngs::StdRng;
 
 use crate::cpu_kernel;
@@ -71,20 +74,44 @@ pub trait LstmBackend: Backend {
 
 type Cpu = burn::backend::NdArray<f32>;
 
-fn to_vec<const D: usize>(tensor: FloatTensor<Cpu>) -> (Vec<f32>, [usize; D]) {
-    let tensor = Tensor::<Cpu, D>::from_primitive(TensorPrimitive::Float(tensor));
-    let dims = tensor.dims();
-    let values = tensor
-        .into_data()
-        .into_vec::<f32>()
-        .expect("the CPU backend holds f32");
-    (values, dims)
+/// A CPU tensor's values in row-major order, borrowed when its storage already is.
+fn values(tensor: &FloatTensor<Cpu>) -> Cow<'_, [f32]> {
+    let NdArrayTensor::F32(storage) = tensor else {
+        unreachable!("NdArray<f32> holds f32 tensors, found {:?}", tensor.dtype());
+    };
+    let view = storage.view();
+    match view.to_slice() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(view.iter().copied().collect()),
+    }
 }
 
-fn from_vec<const D: usize>(values: Vec<f32>, dims: [usize; D]) -> FloatTensor<Cpu> {
-    Tensor::<Cpu, D>::from_data(TensorData::new(values, dims), &Default::default())
-        .into_primitive()
-        .tensor()
+/// A CPU tensor's values as an owned row-major buffer, without a copy when the tensor is the
+/// only owner of a contiguous buffer (the usual case for a freshly computed projection).
+fn into_values(tensor: FloatTensor<Cpu>) -> Vec<f32> {
+    let dtype = tensor.dtype();
+    let NdArrayTensor::F32(storage) = tensor else {
+        unreachable!("NdArray<f32> holds f32 tensors, found {dtype:?}");
+    };
+    let array = storage.into_owned();
+    if !array.is_standard_layout() {
+        return array.iter().copied().collect();
+    }
+    let len = array.len();
+    match array.into_owned().into_raw_vec_and_offset() {
+        (values, Some(0)) if values.len() == len => values,
+        (values, offset) => {
+            let start = offset.unwrap_or(0);
+            values[start..start + len].to_vec()
+        }
+    }
+}
+
+/// Wraps a row-major buffer as a CPU tensor of shape `dims`, without a copy.
+fn tensor(values: Vec<f32>, dims: &[usize]) -> FloatTensor<Cpu> {
+    ndarray::ArcArray::from_shape_vec(ndarray::IxDyn(dims), values)
+        .expect("buffer length matches the shape")
+        .into()
 }
 
 impl LstmBackend for Cpu {
@@ -101,43 +128,70 @@ impl LstmBackend for Cpu {
         h0: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, RecurrenceState<Self>) {
-        let (xp, [steps, batch, four_h]) = to_vec::<3>(xp);
+        let [steps, batch, four_h]: [usize; 3] = xp
+            .shape()
+            .dims
+            .as_slice()
+            .try_into()
+            .expect("xp is [T, B, 4H]");
         let hidden = four_h / 4;
-        let (h0, _) = to_vec::<2>(h0);
-        let (w_hh, _) = to_vec::<2>(w_hh);
-        let saved = cpu_kernel::forward(&xp, h0, w_hh, steps, batch, hidden);
+        let out = cpu_kernel::forward(
+            into_values(xp),
+            &values(&h0),
+            &values(&w_hh),
+            steps,
+            batch,
+            hidden,
+        );
+        // The hidden states are both the output and part of the state: one buffer, shared.
+        let hiddens = tensor(out.hiddens, &[steps, batch, hidden]);
         let state = RecurrenceState {
-            acts: from_vec(saved.acts, [steps, batch, four_h]),
-            cells: from_vec(saved.cells, [steps, batch, hidden]),
-            hiddens: from_vec(saved.hiddens.clone(), [steps, batch, hidden]),
-            h0: from_vec(saved.h0, [batch, hidden]),
-            w_hh: from_vec(saved.w_hh, [hidden, four_h]),
+            acts: tensor(out.acts, &[steps, batch, four_h]),
+            cells: tensor(out.cells, &[steps, batch, hidden]),
+            hiddens: hiddens.clone(),
+            h0,
+            w_hh,
         };
-        (from_vec(saved.hiddens, [steps, batch, hidden]), state)
+        (hiddens, state)
     }
 
     fn lstm_backward(
         state: RecurrenceState<Self>,
         grad_hiddens: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
-        let (acts, [steps, batch, four_h]) = to_vec::<3>(state.acts);
+        let [steps, batch, four_h]: [usize; 3] = state
+            .acts
+            .shape()
+            .dims
+            .as_slice()
+            .try_into()
+            .expect("acts are [T, B, 4H]");
         let hidden = four_h / 4;
+        let (acts, cells, hiddens) = (
+            values(&state.acts),
+            values(&state.cells),
+            values(&state.hiddens),
+        );
+        let (h0, w_hh, grad) = (
+            values(&state.h0),
+            values(&state.w_hh),
+            values(&grad_hiddens),
+        );
         let saved = cpu_kernel::Saved {
             steps,
             batch,
             hidden,
-            acts,
-            cells: to_vec::<3>(state.cells).0,
-            hiddens: to_vec::<3>(state.hiddens).0,
-            h0: to_vec::<2>(state.h0).0,
-            w_hh: to_vec::<2>(state.w_hh).0,
+            acts: &acts,
+            cells: &cells,
+            hiddens: &hiddens,
+            h0: &h0,
+            w_hh: &w_hh,
         };
-        let (grad, _) = to_vec::<3>(grad_hiddens);
-        let (dxp, dh0, dw) = cpu_kernel::backward(&saved, &grad);
+        let (dxp, dh0, dw) = cpu_kernel::backward(saved, &grad);
         [
-            from_vec(dxp, [steps, batch, four_h]),
-            from_vec(dh0, [batch, hidden]),
-            from_vec(dw, [hidden, four_h]),
+            tensor(dxp, &[steps, batch, four_h]),
+            tensor(dh0, &[batch, hidden]),
+            tensor(dw, &[hidden, four_h]),
         ]
     }
 }

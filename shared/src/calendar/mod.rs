@@ -38,6 +38,7 @@ use serde::Deserialize;
 
 use crate::config::{CalendarConfig, CalendarSource};
 use crate::error::DataError;
+use crate::features::CalendarColumnCache;
 
 use lunar::{jdn_to_lunar, lunar_month_start, VIETNAM_UTC_OFFSET};
 
@@ -118,9 +119,7 @@ fn in_tet_season(date: NaiveDate, season_days: i64) -> bool {
 }
 
 /// Whether a day lies in the Mid-Autumn season, lunar 7/15 through 8/15.
-fn in_mid_autumn_season(date: NaiveDate) -> bool {
-    let lunar = solar_to_lunar(date);
-
+pub(crate) fn in_mid_autumn_season(lunar: LunarDate) -> bool {
     (lunar.month == 7 && (lunar.leap || lunar.day >= 15))
         || (lunar.month == 8 && !lunar.leap && lunar.day <= 15)
 }
@@ -167,6 +166,9 @@ pub struct Calendar {
     tet_season_days: i64,
     /// Holidays read from a calendar file, by date.
     extra: BTreeMap<NaiveDate, Vec<Holiday>>,
+    /// The calendar feature columns of the days features were asked for so far: they depend on
+    /// these settings and the date alone, so every series shares them.
+    feature_columns: CalendarColumnCache,
 }
 
 impl Calendar {
@@ -214,6 +216,7 @@ impl Calendar {
             tet_span: cfg.tet_holiday_span,
             tet_season_days: cfg.tet_season_days,
             extra,
+            feature_columns: CalendarColumnCache::default(),
         })
     }
 
@@ -282,6 +285,10 @@ impl Calendar {
         out
     }
 
+    pub(crate) fn column_cache(&self) -> &CalendarColumnCache {
+        &self.feature_columns
+    }
+
     /// Whether a day is a holiday (built-in or from the calendar file).
     pub fn is_holiday(&self, date: NaiveDate) -> bool {
         self.extra.contains_key(&date) || (self.built_in && self.is_built_in_holiday(date))
@@ -302,19 +309,35 @@ impl Calendar {
         fixed || hung_kings || tet
     }
 
-    /// Whether a day lies in a peak season of a category (compared case-insensitively):
-    /// `TET` peaks in the Tet season, `MOONCAKE` in the Mid-Autumn season, and every other
-    /// category in either season.
+    /// Whether a day lies in a peak season of a category (see [`PeakSeasons::of`]).
     pub fn is_peak(&self, category: &str, date: NaiveDate) -> bool {
-        let tet = || in_tet_season(date, self.tet_season_days);
-        let autumn = || in_mid_autumn_season(date);
+        let seasons = PeakSeasons::of(category);
+        (seasons.tet && in_tet_season(date, self.tet_season_days))
+            || (seasons.mid_autumn && in_mid_autumn_season(solar_to_lunar(date)))
+    }
 
-        if category.eq_ignore_ascii_case("TET") {
-            tet()
-        } else if category.eq_ignore_ascii_case("MOONCAKE") {
-            autumn()
-        } else {
-            tet() || autumn()
+    /// Days of the Tet season before Tet day.
+    pub(crate) fn tet_season_days(&self) -> i64 {
+        self.tet_season_days
+    }
+}
+
+/// The peak seasons that boost a category's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeakSeasons {
+    pub tet: bool,
+    pub mid_autumn: bool,
+}
+
+impl PeakSeasons {
+    /// Category names compare case-insensitively: `TET` peaks in the Tet season, `MOONCAKE`
+    /// in the Mid-Autumn season, and every other category in either season.
+    pub fn of(category: &str) -> Self {
+        let tet = category.eq_ignore_ascii_case("TET");
+        let mooncake = category.eq_ignore_ascii_case("MOONCAKE");
+        Self {
+            tet: !mooncake,
+            mid_autumn: !tet,
         }
     }
 }

@@ -23,9 +23,10 @@
 //!
 //! The statistical columns are one polars lazy query per series: shifted rolling means with
 //! `min_periods` 1, shifted cumulative sums, and per-weekday cumulative sums (`over` the
-//! weekday); the past-day counts follow from the days being consecutive. Calendar columns depend on the date alone (known in advance, so not leakage); they
-//! come from the [`Calendar`] in one sweep over the dates, because lunar dates and holiday
-//! distances are lookups polars cannot express.
+//! weekday); the past-day counts follow from the days being consecutive. Calendar columns
+//! depend on the date alone (known in advance, so not leakage). Lunar dates and holiday
+//! distances are lookups polars cannot express, so a [`Calendar`] computes them once for whole
+//! years and every series takes its days as a slice of that table.
 //!
 //! The model sees two groups:
 //! - temporal inputs ([`TEMPORAL_FEATURES`], 4 per day of the input window): `volume`,
@@ -41,16 +42,20 @@
 //! `days_until_mid_autumn` carry the lunar seasons), and `brand_tier_expanding` (brand series
 //! only, while the model's static width is the same for every series).
 
-use std::f64::consts::PI;
+mod calendar_table;
+
 use std::io::Write;
 use std::path::Path;
 
-use chrono::{Datelike, Duration, NaiveDate};
+use chrono::{Datelike, NaiveDate};
 use polars::prelude::{
     col, lit, when, Column, DataFrame, DataType, IntoLazy, PolarsError, RollingOptionsFixedWindow,
 };
 
-use crate::calendar::{mid_autumn, solar_to_lunar, tet_day, Calendar};
+pub use calendar_table::CALENDAR_FEATURES;
+pub(crate) use calendar_table::{peak_flags, CalendarColumnCache};
+
+use crate::calendar::Calendar;
 use crate::dataset::{Series, SeriesKey};
 use crate::error::DataError;
 
@@ -281,191 +286,13 @@ fn statistical_columns(series: &Series) -> Result<Vec<FeatureColumn>, DataError>
 
 /// Appends the calendar columns to the statistical ones and names the model inputs.
 fn assemble(series: &Series, mut columns: Vec<FeatureColumn>, calendar: &Calendar) -> FeatureFrame {
-    columns.extend(calendar_columns(&series.dates, calendar));
+    columns.extend(calendar_table::calendar_columns(&series.dates, calendar));
     FeatureFrame {
         key: series.key.clone(),
         dates: series.dates.clone(),
         temporal_names: TEMPORAL_FEATURES.iter().map(|s| s.to_string()).collect(),
         static_names: STATIC_FEATURES.iter().map(|s| s.to_string()).collect(),
         columns,
-    }
-}
-
-/// Names of the calendar columns, in export order.
-pub const CALENDAR_FEATURES: [&str; 19] = [
-    "month_sin",
-    "month_cos",
-    "dayofmonth_sin",
-    "dayofmonth_cos",
-    "day_of_week_sin",
-    "day_of_week_cos",
-    "holiday_indicator",
-    "days_until_next_holiday",
-    "days_since_holiday",
-    "is_weekend",
-    "Is_Monday",
-    "is_high_volume_weekday",
-    "weekday_volume_tier",
-    "is_EOM",
-    "days_until_month_end",
-    "lunar_month",
-    "lunar_day",
-    "days_until_tet",
-    "days_until_mid_autumn",
-];
-
-/// Calendar features of consecutive days, in one sweep.
-fn calendar_columns(dates: &[NaiveDate], calendar: &Calendar) -> Vec<FeatureColumn> {
-    let n = dates.len();
-    let mut out: Vec<Vec<f64>> = (0..CALENDAR_FEATURES.len())
-        .map(|_| Vec::with_capacity(n))
-        .collect();
-    let (Some(&first), Some(&last)) = (dates.first(), dates.last()) else {
-        return named(out);
-    };
-
-    let reach = Duration::days(HOLIDAY_DISTANCE_CAP as i64 + 1);
-    let mut holidays: Vec<NaiveDate> = calendar
-        .holidays_between(first - reach, last + reach)
-        .into_iter()
-        .map(|h| h.date)
-        .collect();
-    holidays.dedup();
-    let mut next_holiday = 0;
-    let mut tet = YearlyDays::new(tet_day);
-    let mut autumn = YearlyDays::new(mid_autumn);
-    let mut lunar = solar_to_lunar(first);
-    // Encodings of each month, day of month and weekday, computed once instead of per day.
-    let cyclic = |period: usize, slots: usize| -> Vec<(f64, f64)> {
-        (0..slots)
-            .map(|i| (2.0 * PI * i as f64 / period as f64).sin_cos())
-            .collect()
-    };
-    let (months, days, weekdays) = (cyclic(12, 12), cyclic(31, 31), cyclic(7, 7));
-
-    for (i, &date) in dates.iter().enumerate() {
-        // Lunar months have 29 or 30 days, so up to day 28 the next day is simply day + 1;
-        // only near a month end is the full conversion needed.
-        if i > 0 {
-            lunar = if lunar.day <= 28 {
-                crate::calendar::LunarDate {
-                    day: lunar.day + 1,
-                    ..lunar
-                }
-            } else {
-                solar_to_lunar(date)
-            };
-        }
-        while next_holiday < holidays.len() && holidays[next_holiday] < date {
-            next_holiday += 1;
-        }
-        let until_holiday = holidays
-            .get(next_holiday)
-            .map(|h| (*h - date).num_days() as f64)
-            .unwrap_or(HOLIDAY_DISTANCE_CAP)
-            .min(HOLIDAY_DISTANCE_CAP);
-        let latest = if until_holiday == 0.0 {
-            Some(date)
-        } else {
-            next_holiday.checked_sub(1).map(|j| holidays[j])
-        };
-        let since_holiday = latest
-            .map(|h| (date - h).num_days() as f64)
-            .unwrap_or(HOLIDAY_DISTANCE_CAP)
-            .min(HOLIDAY_DISTANCE_CAP);
-
-        let month = months[date.month0() as usize];
-        let day = days[date.day0() as usize];
-        let dow = date.weekday().num_days_from_monday();
-        let weekday = weekdays[dow as usize];
-        let days_left = (days_in_month(date) - date.day()) as f64;
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let row = [
-            month.0,
-            month.1,
-            day.0,
-            day.1,
-            weekday.0,
-            weekday.1,
-            flag(until_holiday == 0.0),
-            until_holiday,
-            since_holiday,
-            flag(dow == 6),
-            flag(dow == 0),
-            flag(dow == 2 || dow == 4),
-            match dow {
-                2 => 3.0,
-                4 => 2.0,
-                1 | 3 => 1.0,
-                _ => 0.0,
-            },
-            flag(days_left < 3.0),
-            days_left,
-            lunar.month as f64,
-            lunar.day as f64,
-            tet.days_until(date) as f64,
-            autumn.days_until(date) as f64,
-        ];
-        for (column, value) in out.iter_mut().zip(row) {
-            column.push(value);
-        }
-    }
-    named(out)
-}
-
-fn named(columns: Vec<Vec<f64>>) -> Vec<FeatureColumn> {
-    CALENDAR_FEATURES
-        .iter()
-        .zip(columns)
-        .map(|(name, values)| FeatureColumn {
-            name: name.to_string(),
-            values,
-        })
-        .collect()
-}
-
-fn days_in_month(date: NaiveDate) -> u32 {
-    let (y, m) = if date.month() == 12 {
-        (date.year() + 1, 1)
-    } else {
-        (date.year(), date.month() + 1)
-    };
-    let next = NaiveDate::from_ymd_opt(y, m, 1).expect("first of a month exists");
-    (next - Duration::days(1)).day()
-}
-
-/// A once-a-year day (Tet, Mid-Autumn) memoised per year.
-struct YearlyDays {
-    day_of: fn(i32) -> NaiveDate,
-    cache: Vec<(i32, NaiveDate)>,
-}
-
-impl YearlyDays {
-    fn new(day_of: fn(i32) -> NaiveDate) -> Self {
-        Self {
-            day_of,
-            cache: Vec::new(),
-        }
-    }
-
-    fn of(&mut self, year: i32) -> NaiveDate {
-        if let Some((_, d)) = self.cache.iter().find(|(y, _)| *y == year) {
-            return *d;
-        }
-        let d = (self.day_of)(year);
-        self.cache.push((year, d));
-        d
-    }
-
-    /// Days from `date` to the next such day on or after it.
-    fn days_until(&mut self, date: NaiveDate) -> i64 {
-        let this_year = self.of(date.year());
-        let next = if this_year >= date {
-            this_year
-        } else {
-            self.of(date.year() + 1)
-        };
-        (next - date).num_days()
     }
 }
 

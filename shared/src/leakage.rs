@@ -234,11 +234,27 @@ impl Lookahead {
     }
 }
 
+/// Index of the first NaN or infinite value. Scans blocks without an early exit inside a block,
+/// so that the scan vectorises; this check reads every value the model will see.
+fn first_non_finite<T: Copy + Into<f64>>(values: &[T]) -> Option<usize> {
+    const BLOCK: usize = 256;
+    let block = values.chunks(BLOCK).position(|block| {
+        !block
+            .iter()
+            .fold(true, |finite, &v| finite & v.into().is_finite())
+    })?;
+    let start = block * BLOCK;
+    values[start..]
+        .iter()
+        .position(|&v| !v.into().is_finite())
+        .map(|i| start + i)
+}
+
 fn finite_features(frame: &FeatureFrame, dataset: &Dataset) -> CheckResult {
     let name = "finite_features";
     let mut first: Option<(usize, &str, f64)> = None;
     for column in frame.columns() {
-        if let Some(i) = column.values.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = first_non_finite(&column.values) {
             if first.is_none_or(|f| i < f.0) {
                 first = Some((i, &column.name, column.values[i]));
             }
@@ -261,7 +277,7 @@ fn finite_features(frame: &FeatureFrame, dataset: &Dataset) -> CheckResult {
             ("y", &set.y, set.horizon),
         ];
         for (buffer, values, per_sample) in buffers {
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            if let Some(i) = first_non_finite(values) {
                 let origin = set.origin[i / per_sample.max(1)];
                 return fail(
                     name,
@@ -356,10 +372,47 @@ fn correct_gap(
         return fail(name, "the feature frame lacks a model input feature".into());
     };
     let statistical = samples::statistical_mask(&frame.static_names);
-    let scaled = |s: &FeatureScaler, j: usize, v: f64| ((v - s.mean[j]) / s.std[j]) as f32;
+    // Every day's scaled feature values, computed here from the frame and the scalers, apart
+    // from the sample builder, so that a sample taking the wrong day is caught.
+    let scaled = |scaler: &FeatureScaler, columns: &[&[f64]]| -> Vec<Vec<f32>> {
+        columns
+            .iter()
+            .enumerate()
+            .map(|(j, column)| {
+                let (mean, std) = (scaler.mean[j], scaler.std[j]);
+                column.iter().map(|v| ((v - mean) / std) as f32).collect()
+            })
+            .collect()
+    };
+    let temporal = scaled(&dataset.temporal_scaler, &temporal);
+    let statics = scaled(&dataset.static_scaler, &statics);
+    // The same values day-major, `[days, temporal_dim]`: a sample's expected input window is
+    // then one contiguous slice, compared in one pass.
+    let td = temporal.len();
+    let days = temporal.first().map_or(0, Vec::len);
+    let mut expected = vec![0.0f32; days * td];
+    for (j, column) in temporal.iter().enumerate() {
+        for (day, &value) in column.iter().enumerate() {
+            expected[day * td + j] = value;
+        }
+    }
     let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1.0);
+    let all_close = |a: &[f32], b: &[f32]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .fold(true, |same, (&x, &y)| same & close(x, y))
+    };
     for (split, set) in splits(dataset) {
-        let td = set.temporal_dim;
+        if set.temporal_dim != td {
+            return fail(
+                name,
+                format!(
+                    "{split} samples have {} temporal features, the frame {td}",
+                    set.temporal_dim
+                ),
+            );
+        }
         for (k, &origin) in set.origin.iter().enumerate() {
             let date = series.dates[origin];
             let start = origin - window.gap - window.input;
@@ -374,21 +427,19 @@ fn correct_gap(
                 );
             }
             let x = &set.x_temporal[k * window.input * td..(k + 1) * window.input * td];
-            for step in 0..window.input {
-                for (j, column) in temporal.iter().enumerate() {
-                    let expected = scaled(&dataset.temporal_scaler, j, column[start + step]);
-                    if !close(x[step * td + j], expected) {
-                        return fail(
-                            name,
-                            format!(
-                                "{split} sample {date}: temporal input `{}` at step {step} is not \
-                                 the feature of {}",
-                                frame.temporal_names[j],
-                                series.dates[start + step]
-                            ),
-                        );
-                    }
-                }
+            let want = &expected[start * td..(start + window.input) * td];
+            if !all_close(x, want) {
+                let i = (0..x.len()).find(|&i| !close(x[i], want[i])).unwrap_or(0);
+                let (step, j) = (i / td, i % td);
+                return fail(
+                    name,
+                    format!(
+                        "{split} sample {date}: temporal input `{}` at step {step} is not the \
+                         feature of {}",
+                        frame.temporal_names[j],
+                        series.dates[start + step]
+                    ),
+                );
             }
             let s = &set.x_static[k * set.static_dim..(k + 1) * set.static_dim];
             for (j, column) in statics.iter().enumerate() {
@@ -397,7 +448,7 @@ fn correct_gap(
                 } else {
                     origin
                 };
-                if !close(s[j], scaled(&dataset.static_scaler, j, column[day])) {
+                if !close(s[j], column[day]) {
                     return fail(
                         name,
                         format!(
@@ -640,6 +691,52 @@ mod tests {
         );
         assert!(failure.detail.contains("2023-01-01"), "{}", failure.detail);
         assert!(report.table().contains("FAIL"));
+    }
+
+    #[test]
+    fn sample_window_shifted_by_a_day_fails_correct_gap_naming_feature_step_and_date() {
+        let (series, calendar, cfg) = (real(None), Calendar::vietnam(), dated_split());
+        let spans = samples::spans(&series, &cfg).unwrap();
+        let frame = features::compute(&series, &calendar).unwrap();
+        let mut dataset = samples::build_from_frame(
+            &series,
+            &frame,
+            &calendar,
+            &cfg,
+            TargetTransform::None,
+            spans,
+        )
+        .unwrap();
+        assert!(correct_gap(&series, &frame, &dataset, &cfg).passed);
+
+        // Validation sample 4 gets the input window of sample 5: one day later, so its last
+        // input day is its own first target day.
+        let width = cfg.window.input * dataset.val.temporal_dim;
+        let later = dataset.val.x_temporal[5 * width..6 * width].to_vec();
+        dataset.val.x_temporal[4 * width..5 * width].copy_from_slice(&later);
+        let result = correct_gap(&series, &frame, &dataset, &cfg);
+        assert!(!result.passed);
+        let origin = series.dates[dataset.val.origin[4]];
+        assert!(
+            result.detail.starts_with(&format!(
+                "validation sample {origin}: temporal input `volume` at step 0"
+            )),
+            "{}",
+            result.detail
+        );
+    }
+
+    #[test]
+    fn first_non_finite_finds_the_first_nan_or_infinity_in_any_block() {
+        let mut values = vec![1.0f32; 1000];
+        assert_eq!(first_non_finite(&values), None);
+        values[700] = f32::INFINITY;
+        values[900] = f32::NAN;
+        assert_eq!(first_non_finite(&values), Some(700));
+        values[3] = f32::NEG_INFINITY;
+        assert_eq!(first_non_finite(&values), Some(3));
+        assert_eq!(first_non_finite(&[0.0f64, f64::NAN]), Some(1));
+        assert_eq!(first_non_finite::<f64>(&[]), None);
     }
 
     #[test]

@@ -61,13 +61,13 @@ pub fn build_from_frame(
     let static_scaler = fit_features(&frame.static_names, &statics, series, spans.train_end);
     let target_scaler = fit_target(&series.values[..=spans.train_end], transform);
     let peak = features::peak_flags(&series.dates, calendar, &series.key.category);
-    let inputs = Inputs {
-        temporal: &temporal,
-        statics: &statics,
-        statistical: statistical_mask(&frame.static_names),
-        temporal_scaler: &temporal_scaler,
-        static_scaler: &static_scaler,
-    };
+    let inputs = ScaledInputs::new(
+        &temporal,
+        &statics,
+        &statistical_mask(&frame.static_names),
+        (&temporal_scaler, &static_scaler),
+        window.gap,
+    );
 
     let n = series.values.len();
     let first_origin = window.input + window.gap;
@@ -80,6 +80,13 @@ pub fn build_from_frame(
         // Origins whose whole target range lies in [span_start, span_end).
         let origins = span_start.max(first_origin)..(span_end + 1).saturating_sub(window.horizon);
         let mut set = empty_set(window, temporal.len(), statics.len());
+        let count = origins.len();
+        set.x_temporal
+            .reserve(count * window.input * temporal.len());
+        set.x_static.reserve(count * statics.len());
+        for buffer in [&mut set.y, &mut set.y_cbm, &mut set.peak] {
+            buffer.reserve(count * window.horizon);
+        }
         for origin in origins {
             inputs.push_inputs(&mut set, window, origin);
             let targets = origin..origin + window.horizon;
@@ -195,13 +202,13 @@ pub fn inference_input(
     }
     let temporal = frame.temporal_columns()?;
     let statics = frame.static_columns()?;
-    let inputs = Inputs {
-        temporal: &temporal,
-        statics: &statics,
-        statistical: statistical_mask(&frame.static_names),
-        temporal_scaler,
-        static_scaler,
-    };
+    let inputs = ScaledInputs::new(
+        &temporal,
+        &statics,
+        &statistical_mask(&frame.static_names),
+        (temporal_scaler, static_scaler),
+        window.gap,
+    );
     let mut set = empty_set(window, temporal.len(), statics.len());
     inputs.push_inputs(&mut set, window, origin);
     Ok((set.x_temporal, set.x_static))
@@ -323,33 +330,68 @@ fn check_fractions(train: f64, val: f64, test: f64) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Borrowed columns and scalers used to fill the inputs of one sample.
-struct Inputs<'a> {
-    temporal: &'a [&'a [f64]],
-    statics: &'a [&'a [f64]],
-    /// Static features computed from past volumes (taken from day `origin - gap`).
-    statistical: Vec<bool>,
-    temporal_scaler: &'a FeatureScaler,
-    static_scaler: &'a FeatureScaler,
+/// Every day's model inputs, scaled once, so that a sample's inputs are contiguous slices: its
+/// input window is `input` consecutive rows of `temporal`, its static inputs one row of
+/// `statics`.
+pub(crate) struct ScaledInputs {
+    /// `[days, temporal_dim]`, row-major: the scaled temporal features of each day.
+    pub temporal: Vec<f32>,
+    pub temporal_dim: usize,
+    /// `[days, static_dim]`, row-major: the static inputs of a sample whose origin is that day
+    /// (statistical features taken from day `origin - gap`, calendar ones from the origin).
+    pub statics: Vec<f32>,
+    pub static_dim: usize,
 }
 
-impl Inputs<'_> {
-    fn push_inputs(&self, set: &mut SampleSet, window: &WindowConfig, origin: usize) {
-        let start = origin - window.gap - window.input;
-        for day in start..start + window.input {
-            for (j, column) in self.temporal.iter().enumerate() {
-                set.x_temporal
-                    .push(scale(self.temporal_scaler, j, column[day]));
+impl ScaledInputs {
+    pub fn new(
+        temporal: &[&[f64]],
+        statics: &[&[f64]],
+        statistical: &[bool],
+        scalers: (&FeatureScaler, &FeatureScaler),
+        gap: usize,
+    ) -> Self {
+        let days = temporal.first().or(statics.first()).map_or(0, |c| c.len());
+        let (temporal_scaler, static_scaler) = scalers;
+        let mut scaled_temporal = Vec::with_capacity(days * temporal.len());
+        let mut scaled_statics = Vec::with_capacity(days * statics.len());
+        for day in 0..days {
+            for (j, column) in temporal.iter().enumerate() {
+                scaled_temporal.push(scale(temporal_scaler, j, column[day]));
+            }
+            for (j, column) in statics.iter().enumerate() {
+                // Days before `gap` start no sample; they get the origin's own value.
+                let from = if statistical[j] && day >= gap {
+                    day - gap
+                } else {
+                    day
+                };
+                scaled_statics.push(scale(static_scaler, j, column[from]));
             }
         }
-        for (j, column) in self.statics.iter().enumerate() {
-            let day = if self.statistical[j] {
-                origin - window.gap
-            } else {
-                origin
-            };
-            set.x_static.push(scale(self.static_scaler, j, column[day]));
+        Self {
+            temporal: scaled_temporal,
+            temporal_dim: temporal.len(),
+            statics: scaled_statics,
+            static_dim: statics.len(),
         }
+    }
+
+    /// The scaled input window of the sample at `origin`: `[input, temporal_dim]`.
+    pub fn window(&self, window: &WindowConfig, origin: usize) -> &[f32] {
+        let start = origin - window.gap - window.input;
+        &self.temporal[start * self.temporal_dim..(start + window.input) * self.temporal_dim]
+    }
+
+    /// The scaled static inputs of the sample at `origin`: `[static_dim]`.
+    pub fn statics(&self, origin: usize) -> &[f32] {
+        &self.statics[origin * self.static_dim..(origin + 1) * self.static_dim]
+    }
+
+    fn push_inputs(&self, set: &mut SampleSet, window: &WindowConfig, origin: usize) {
+        set.x_temporal
+            .extend_from_slice(self.window(window, origin));
+        set.x_static.extend_from_slice(self.statics(origin));
     }
 }
 

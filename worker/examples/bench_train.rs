@@ -1,6 +1,6 @@
 //! Training throughput of the HybridLSTM on the CPU backend.
 //!
-//! `cargo run -p worker --example bench_train [-- --epochs N --samples N]`
+//! `cargo run -p worker --example bench_train [-- --epochs N --samples N --only 128x2:32]`
 //!
 //! Prints samples/s for the default model (hidden 128, 2 layers) at batch 32 and 64 and for
 //! hidden 256 with 3 layers, the achieved GFLOP/s from the closed-form FLOP count, and the
@@ -139,8 +139,20 @@ fn main() {
         ("256x3", big.clone(), 32),
         ("256x3", big, 64),
     ];
+    // `--only 128x2:32` measures one case (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let mut fused_default = 0.0;
     for (name, config, batch) in cases {
+        if only
+            .as_ref()
+            .is_some_and(|o| *o != format!("{name}:{batch}"))
+        {
+            continue;
+        }
         let rate = train_rate(&config, &set, batch, epochs);
         if name == "128x2" && batch == 32 {
             fused_default = rate;
@@ -155,6 +167,9 @@ fn main() {
         );
     }
 
+    if only.is_some() {
+        return;
+    }
     worker::fused::set_enabled(false);
     let op_by_op = train_rate(&default, &set, 32, 1);
     worker::fused::set_enabled(true);

@@ -242,29 +242,44 @@ fn statistical_columns(series: &Series) -> Result<Vec<FeatureColumn>, DataError>
     };
     // Sum of the days before t (within the weekday group when `over` is applied).
     let past_sum = |name: &str| col(name).cum_sum(false).shift(lit(1)).fill_null(lit(0.0));
-    let ratio_or = |num: polars::prelude::Expr, den: polars::prelude::Expr, fallback: f64| {
-        when(den.clone().gt(lit(ZERO)).or(den.clone().lt(lit(-ZERO))))
-            .then(num / den)
+    // `num / den`, or `fallback` where `den` is zero; both are columns of the first stage.
+    let ratio_or = |num: &str, den: &str, fallback: f64| {
+        when(col(den).gt(lit(ZERO)).or(col(den).lt(lit(-ZERO))))
+            .then(col(num) / col(den))
             .otherwise(lit(fallback))
     };
-    let weekday_sum = past_sum("volume")
-        .over([col("dow")])
-        .map_err(polars_error)?;
 
+    // Two stages: the windowed sums and means each once, then the ratios that read them.
+    let mut sums = vec![
+        past_mean(3).alias("mean_3"),
+        past_mean(14).alias("mean_14"),
+        past_sum("volume")
+            .over([col("dow")])
+            .map_err(polars_error)?
+            .alias("weekday_sum"),
+        past_sum("category").alias("category_sum"),
+    ];
     let mut exprs = vec![
         col("volume"),
         past_mean(7).alias(STATISTICAL_NAMES[1]),
         past_mean(30).alias(STATISTICAL_NAMES[2]),
-        ratio_or(past_mean(3), past_mean(14), 1.0).alias(STATISTICAL_NAMES[3]),
-        ratio_or(weekday_sum, col("past_weekdays"), 0.0).alias(STATISTICAL_NAMES[4]),
-        ratio_or(past_sum("category"), col("past_days"), 0.0).alias(STATISTICAL_NAMES[5]),
+        ratio_or("mean_3", "mean_14", 1.0).alias(STATISTICAL_NAMES[3]),
+        ratio_or("weekday_sum", "past_weekdays", 0.0).alias(STATISTICAL_NAMES[4]),
+        ratio_or("category_sum", "past_days", 0.0).alias(STATISTICAL_NAMES[5]),
     ];
     if series.category_values.is_some() {
-        exprs.push(
-            ratio_or(past_sum("volume"), past_sum("category"), 0.0).alias(STATISTICAL_NAMES[6]),
-        );
+        sums.push(past_sum("volume").alias("volume_sum"));
+        exprs.push(ratio_or("volume_sum", "category_sum", 0.0).alias(STATISTICAL_NAMES[6]));
     }
-    let out = frame.lazy().select(exprs).collect().map_err(polars_error)?;
+    // The plan is a fixed shape on an in-memory frame of a few thousand rows: the optimiser
+    // has nothing to push down, and planning would cost as much as running it.
+    let out = frame
+        .lazy()
+        .without_optimizations()
+        .with_columns(sums)
+        .select(exprs)
+        .collect()
+        .map_err(polars_error)?;
 
     out.columns()
         .iter()
@@ -272,8 +287,11 @@ fn statistical_columns(series: &Series) -> Result<Vec<FeatureColumn>, DataError>
             let values = column
                 .cast(&DataType::Float64)
                 .and_then(|c| {
-                    c.f64()
-                        .map(|f| f.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+                    c.f64().map(|f| match f.cont_slice() {
+                        // One chunk without nulls (the usual case): a plain copy.
+                        Ok(values) => values.to_vec(),
+                        Err(_) => f.iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+                    })
                 })
                 .map_err(polars_error)?;
             Ok(FeatureColumn {

@@ -148,7 +148,7 @@ fn tanh(x: f32) -> f32 {
 
 /// `c[m, n] = beta * c + a[m, k] b[k, n]` with explicit strides (row, column) of a and b.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     m: usize,
     k: usize,
     n: usize,

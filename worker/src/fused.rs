@@ -26,7 +26,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::lstm::{recurrence_composed, LstmBackend};
+use crate::lstm::{flatten_steps, recurrence_composed, steps_of, LstmBackend};
 
 /// Whether the autodiff backend uses the fused operation (true by default). Turning it off
 /// records the recurrence op by op instead; it exists so that benchmarks can measure both in
@@ -46,7 +46,9 @@ fn unwrap<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
     tensor.into_primitive().tensor()
 }
 
-/// What the backward pass needs from the forward pass.
+/// What the backward pass needs from the forward pass. The composed path keeps the step
+/// buffers as `[T, B, width]`, the CPU kernel as flat `[T * B, width]`; each backend reads
+/// back its own.
 #[derive(Debug, Clone)]
 pub struct RecurrenceState<B: Backend> {
     /// Gate activations i, f, g, o of every step, `[T, B, 4H]`.
@@ -187,7 +189,9 @@ impl<B: LstmBackend, C: CheckpointStrategy> LstmBackend for Autodiff<B, C> {
         w_hh: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         if !FUSED.load(Ordering::Relaxed) {
-            return unwrap(recurrence_composed::<Self>(wrap(xp), wrap(h0), wrap(w_hh)));
+            let h0: Tensor<Self, 2> = wrap(h0);
+            let xp = steps_of(xp, h0.dims()[0]);
+            return flatten_steps(recurrence_composed::<Self>(xp, h0, wrap(w_hh)));
         }
         let nodes = [xp.node.clone(), h0.node.clone(), w_hh.node.clone()];
         let prep = Recurrence.prepare::<C>(nodes).compute_bound().stateful();
@@ -202,6 +206,48 @@ impl<B: LstmBackend, C: CheckpointStrategy> LstmBackend for Autodiff<B, C> {
                 h0.primitive,
                 w_hh.primitive,
             )),
+        }
+    }
+
+    fn linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node.clone(), w.node.clone(), b.node.clone()];
+        match Linear.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                // Inner tensors share their buffers, so keeping them costs no copy.
+                let out = B::linear(x.primitive.clone(), w.primitive.clone(), b.primitive);
+                prep.finish((x.primitive, w.primitive), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::linear(x.primitive, w.primitive, b.primitive))
+            }
+        }
+    }
+}
+
+/// A linear layer `x W + b` as one autodiff node; its state is `(x, W)`.
+#[derive(Debug)]
+struct Linear;
+
+impl<B: LstmBackend> Backward<B, 3> for Linear {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w) = ops.state;
+        let [x_node, w_node, b_node] = ops.parents;
+        let (dx, dw, db) = B::linear_backward(x, w, grad, x_node.is_some());
+        if let (Some(node), Some(dx)) = (x_node, dx) {
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = w_node {
+            grads.register::<B>(node.id, dw);
+        }
+        if let Some(node) = b_node {
+            grads.register::<B>(node.id, db);
         }
     }
 }
@@ -232,11 +278,14 @@ mod tests {
             Tensor::<Ad, 3>::random([5, 3, 4], Distribution::Normal(0.0, 1.0), &xp.device());
 
         let composed = recurrence_composed(xp.clone(), h0.clone(), w.clone());
-        let fused = wrap::<Ad, 3>(Ad::lstm_recurrence(
-            unwrap(xp.clone()),
-            unwrap(h0.clone()),
-            unwrap(w.clone()),
-        ));
+        let fused = steps_of::<Ad>(
+            Ad::lstm_recurrence(
+                flatten_steps(xp.clone()),
+                unwrap(h0.clone()),
+                unwrap(w.clone()),
+            ),
+            3,
+        );
         composed
             .clone()
             .into_data()
@@ -263,6 +312,57 @@ mod tests {
     }
 
     #[test]
+    fn linear_operation_matches_matmul_values_and_gradients() {
+        let device = Default::default();
+        <Ad as Backend>::seed(&device, 11);
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<Ad, 2>::random([7, 5], normal, &device).require_grad();
+        let w = Tensor::<Ad, 2>::random([5, 3], normal, &device).require_grad();
+        let b = Tensor::<Ad, 1>::random([3], normal, &device).require_grad();
+        let weights = Tensor::<Ad, 2>::random([7, 3], normal, &device);
+
+        let composed = x.clone().matmul(w.clone()) + b.clone().unsqueeze();
+        let fused: Tensor<Ad, 2> = wrap(Ad::linear(
+            unwrap(x.clone()),
+            unwrap(w.clone()),
+            unwrap(b.clone()),
+        ));
+        let close = |a: burn::tensor::TensorData, b: burn::tensor::TensorData| {
+            a.assert_approx_eq::<f32>(&b, Tolerance::absolute(1e-5))
+        };
+        close(composed.clone().into_data(), fused.clone().into_data());
+
+        let g1 = (composed * weights.clone()).sum().backward();
+        let g2 = (fused * weights.clone()).sum().backward();
+        close(
+            x.grad(&g1).unwrap().into_data(),
+            x.grad(&g2).unwrap().into_data(),
+        );
+        close(
+            w.grad(&g1).unwrap().into_data(),
+            w.grad(&g2).unwrap().into_data(),
+        );
+        close(
+            b.grad(&g1).unwrap().into_data(),
+            b.grad(&g2).unwrap().into_data(),
+        );
+
+        // Data inputs get no gradient; the weights still do.
+        let data = Tensor::<Ad, 2>::from_data(x.to_data(), &device);
+        let fused: Tensor<Ad, 2> = wrap(Ad::linear(
+            unwrap(data.clone()),
+            unwrap(w.clone()),
+            unwrap(b),
+        ));
+        let g3 = (fused * weights).sum().backward();
+        assert!(data.grad(&g3).is_none());
+        close(
+            w.grad(&g1).unwrap().into_data(),
+            w.grad(&g3).unwrap().into_data(),
+        );
+    }
+
+    #[test]
     fn generic_state_path_matches_cpu_kernel() {
         use crate::device::CpuBackend;
         type Cpu = CpuBackend;
@@ -274,14 +374,17 @@ mod tests {
 
         let (h_generic, state) = forward_with_state::<Cpu>(xp.clone(), h0.clone(), w.clone());
         let (dxp, dh0, dw) = backward_from_state::<Cpu>(state, grad.clone());
-        let (h_kernel, state) = Cpu::lstm_forward_saving(unwrap(xp), unwrap(h0), unwrap(w));
-        let [kxp, kh0, kw] = Cpu::lstm_backward(state, unwrap(grad));
+        let (h_kernel, state) = Cpu::lstm_forward_saving(flatten_steps(xp), unwrap(h0), unwrap(w));
+        let [kxp, kh0, kw] = Cpu::lstm_backward(state, flatten_steps(grad));
 
         let close = |a: burn::tensor::TensorData, b: burn::tensor::TensorData| {
             a.assert_approx_eq::<f32>(&b, Tolerance::absolute(1e-5))
         };
-        close(h_generic.into_data(), wrap::<Cpu, 3>(h_kernel).into_data());
-        close(dxp.into_data(), wrap::<Cpu, 3>(kxp).into_data());
+        close(
+            h_generic.into_data(),
+            steps_of::<Cpu>(h_kernel, 3).into_data(),
+        );
+        close(dxp.into_data(), steps_of::<Cpu>(kxp, 3).into_data());
         close(dh0.into_data(), wrap::<Cpu, 2>(kh0).into_data());
         close(dw.into_data(), wrap::<Cpu, 2>(kw).into_data());
     }

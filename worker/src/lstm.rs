@@ -17,28 +17,32 @@ use crate::cpu_kernel;
 use crate::fused::{self, RecurrenceState};
 use crate::init::{self, Dropout};
 
-/// A backend that can run the LSTM recurrence as one operation.
+/// A backend that can run the LSTM recurrence, and a linear layer, as one operation each.
 ///
 /// The default methods compose ordinary tensor operations (correct on every backend); the
-/// CPU backend overrides them with a fused kernel on plain buffers, and the autodiff backend
-/// records the whole recurrence as one node whose backward pass is [`Self::lstm_backward`].
+/// CPU backend overrides them with kernels on plain buffers, and the autodiff backend records
+/// each as one node whose backward pass is [`Self::lstm_backward`] / [`Self::linear_backward`].
+///
+/// Sequences are time-major and flat: row `t * B + b` of a `[T * B, width]` tensor is step `t`
+/// of batch row `b`, so that the input projection, the recurrence and the next layer pass
+/// tensors along without reshaping them (a reshape copies on the CPU backend).
 pub trait LstmBackend: Backend {
     /// Runs the recurrence of one LSTM layer.
     ///
-    /// - `xp`: `[T, B, 4H]`, the input projection `x W_ih + b_ih + b_hh` of every step
+    /// - `xp`: `[T * B, 4H]`, the input projection `x W_ih + b_ih + b_hh` of every step
     /// - `h0`: `[B, H]`, the initial hidden state (the cell state starts at zero)
     /// - `w_hh`: `[H, 4H]`, the recurrent weights
     ///
-    /// Returns the hidden state of every step, `[T, B, H]`.
+    /// Returns the hidden state of every step, `[T * B, H]`.
     fn lstm_recurrence(
         xp: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let xp = Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(xp));
         let h0 = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(h0));
+        let xp = steps_of(xp, h0.dims()[0]);
         let w_hh = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(w_hh));
-        recurrence_composed(xp, h0, w_hh).into_primitive().tensor()
+        flatten_steps(recurrence_composed(xp, h0, w_hh))
     }
 
     /// The recurrence, keeping what [`Self::lstm_backward`] needs.
@@ -47,29 +51,93 @@ pub trait LstmBackend: Backend {
         h0: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, RecurrenceState<Self>) {
+        let h0 = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(h0));
+        let xp = steps_of(xp, h0.dims()[0]);
         let (hiddens, state) = fused::forward_with_state::<Self>(
-            Tensor::from_primitive(TensorPrimitive::Float(xp)),
-            Tensor::from_primitive(TensorPrimitive::Float(h0)),
+            xp,
+            h0,
             Tensor::from_primitive(TensorPrimitive::Float(w_hh)),
         );
-        (hiddens.into_primitive().tensor(), state)
+        (flatten_steps(hiddens), state)
     }
 
-    /// Gradients of `[xp, h0, w_hh]` from the gradient of the hidden states `[T, B, H]`.
+    /// Gradients of `[xp, h0, w_hh]` from the gradient of the hidden states `[T * B, H]`.
     fn lstm_backward(
         state: RecurrenceState<Self>,
         grad_hiddens: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
-        let (dxp, dh0, dw) = fused::backward_from_state::<Self>(
-            state,
-            Tensor::from_primitive(TensorPrimitive::Float(grad_hiddens)),
-        );
+        let batch =
+            Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(state.h0.clone())).dims()[0];
+        let (dxp, dh0, dw) =
+            fused::backward_from_state::<Self>(state, steps_of(grad_hiddens, batch));
         [
-            dxp.into_primitive().tensor(),
+            flatten_steps(dxp),
             dh0.into_primitive().tensor(),
             dw.into_primitive().tensor(),
         ]
     }
+
+    /// `x W + b`: `x [M, K]`, `w [K, N]`, `b [N]`, returns `[M, N]`.
+    fn linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let x = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(x));
+        let w = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(w));
+        let b = Tensor::<Self, 1>::from_primitive(TensorPrimitive::Float(b));
+        (x.matmul(w) + b.unsqueeze()).into_primitive().tensor()
+    }
+
+    /// Gradients of [`Self::linear`] from the gradient of its output `[M, N]`: `(dx, dw, db)`
+    /// = `(g W^T, x^T g, column sums of g)`, with `dx` only when `need_dx` (the inputs of the
+    /// first layers are data, which need no gradient).
+    fn linear_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        need_dx: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let x = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(x));
+        let w = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(w));
+        let g = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(grad));
+        let n = g.dims()[1];
+        let dx = need_dx.then(|| g.clone().matmul(w.transpose()).into_primitive().tensor());
+        let dw = x.transpose().matmul(g.clone());
+        let db = g.sum_dim(0).reshape([n]);
+        (
+            dx,
+            dw.into_primitive().tensor(),
+            db.into_primitive().tensor(),
+        )
+    }
+}
+
+/// A flat time-major `[T * B, width]` tensor as `[T, B, width]`.
+pub(crate) fn steps_of<B: Backend>(flat: FloatTensor<B>, batch: usize) -> Tensor<B, 3> {
+    let flat = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(flat));
+    let [rows, width] = flat.dims();
+    flat.reshape([rows / batch, batch, width])
+}
+
+/// `[T, B, width]` as a flat `[T * B, width]` tensor.
+pub(crate) fn flatten_steps<B: Backend>(steps: Tensor<B, 3>) -> FloatTensor<B> {
+    let [t, b, width] = steps.dims();
+    steps.reshape([t * b, width]).into_primitive().tensor()
+}
+
+/// The two dimensions of a matrix.
+fn dims2<B: Backend>(tensor: &FloatTensor<B>) -> [usize; 2] {
+    tensor
+        .shape()
+        .dims
+        .as_slice()
+        .try_into()
+        .expect("a matrix has two dimensions")
 }
 
 type Cpu = burn::backend::NdArray<f32>;
@@ -128,13 +196,9 @@ impl LstmBackend for Cpu {
         h0: FloatTensor<Self>,
         w_hh: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, RecurrenceState<Self>) {
-        let [steps, batch, four_h]: [usize; 3] = xp
-            .shape()
-            .dims
-            .as_slice()
-            .try_into()
-            .expect("xp is [T, B, 4H]");
-        let hidden = four_h / 4;
+        let [rows, four_h] = dims2::<Self>(&xp);
+        let [batch, hidden] = dims2::<Self>(&h0);
+        let steps = rows / batch;
         let out = cpu_kernel::forward(
             into_values(xp),
             &values(&h0),
@@ -144,10 +208,10 @@ impl LstmBackend for Cpu {
             hidden,
         );
         // The hidden states are both the output and part of the state: one buffer, shared.
-        let hiddens = tensor(out.hiddens, &[steps, batch, hidden]);
+        let hiddens = tensor(out.hiddens, &[rows, hidden]);
         let state = RecurrenceState {
-            acts: tensor(out.acts, &[steps, batch, four_h]),
-            cells: tensor(out.cells, &[steps, batch, hidden]),
+            acts: tensor(out.acts, &[rows, four_h]),
+            cells: tensor(out.cells, &[rows, hidden]),
             hiddens: hiddens.clone(),
             h0,
             w_hh,
@@ -159,14 +223,9 @@ impl LstmBackend for Cpu {
         state: RecurrenceState<Self>,
         grad_hiddens: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
-        let [steps, batch, four_h]: [usize; 3] = state
-            .acts
-            .shape()
-            .dims
-            .as_slice()
-            .try_into()
-            .expect("acts are [T, B, 4H]");
-        let hidden = four_h / 4;
+        let [rows, four_h] = dims2::<Self>(&state.acts);
+        let [batch, hidden] = dims2::<Self>(&state.h0);
+        let steps = rows / batch;
         let (acts, cells, hiddens) = (
             values(&state.acts),
             values(&state.cells),
@@ -189,10 +248,54 @@ impl LstmBackend for Cpu {
         };
         let (dxp, dh0, dw) = cpu_kernel::backward(saved, &grad);
         [
-            tensor(dxp, &[steps, batch, four_h]),
+            tensor(dxp, &[rows, four_h]),
             tensor(dh0, &[batch, hidden]),
             tensor(dw, &[hidden, four_h]),
         ]
+    }
+
+    fn linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let ([m, k], [_, n]) = (dims2::<Self>(&x), dims2::<Self>(&w));
+        let (x, w, b) = (values(&x), values(&w), values(&b));
+        let mut out = Vec::with_capacity(m * n);
+        for _ in 0..m {
+            out.extend_from_slice(&b);
+        }
+        cpu_kernel::gemm(m, k, n, &x, (k, 1), &w, (n, 1), 1.0, &mut out);
+        tensor(out, &[m, n])
+    }
+
+    fn linear_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        need_dx: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let ([m, k], [_, n]) = (dims2::<Self>(&x), dims2::<Self>(&w));
+        let (x, w, g) = (values(&x), values(&w), values(&grad));
+        // The transposes are strides, not copies.
+        let dx = need_dx.then(|| {
+            let mut dx = vec![0.0f32; m * k];
+            cpu_kernel::gemm(m, n, k, &g, (n, 1), &w, (1, n), 0.0, &mut dx);
+            tensor(dx, &[m, k])
+        });
+        let mut dw = vec![0.0f32; k * n];
+        cpu_kernel::gemm(k, m, n, &x, (1, k), &g, (n, 1), 0.0, &mut dw);
+        let mut db = vec![0.0f32; n];
+        for row in g.chunks_exact(n) {
+            for (sum, v) in db.iter_mut().zip(row) {
+                *sum += v;
+            }
+        }
+        (dx, tensor(dw, &[k, n]), tensor(db, &[n]))
     }
 }
 
@@ -277,35 +380,29 @@ impl<B: LstmBackend> Lstm<B> {
         h0: Tensor<B, 2>,
         dropout: &mut Dropout,
     ) -> Tensor<B, 2> {
-        let [batch, steps, _] = x.dims();
-        let mut input = x.swap_dims(0, 1);
-        let mut last = h0.clone();
-
+        let [batch, steps, width] = x.dims();
+        if self.layers.is_empty() {
+            return h0;
+        }
+        let mut input = x.swap_dims(0, 1).reshape([steps * batch, width]);
         for (index, layer) in self.layers.iter().enumerate() {
             if index > 0 {
                 input = dropout.apply(input);
             }
-            let [_, _, width] = input.dims();
-            let four_h = layer.w_hh.dims()[1];
             let bias = layer.b_ih.val() + layer.b_hh.val();
-            let xp = input
-                .reshape([steps * batch, width])
-                .matmul(layer.w_ih.val())
-                .add(bias.unsqueeze())
-                .reshape([steps, batch, four_h]);
+            let xp = B::linear(
+                input.into_primitive().tensor(),
+                layer.w_ih.val().into_primitive().tensor(),
+                bias.into_primitive().tensor(),
+            );
             let hs = B::lstm_recurrence(
-                xp.into_primitive().tensor(),
+                xp,
                 h0.clone().into_primitive().tensor(),
                 layer.w_hh.val().into_primitive().tensor(),
             );
-            let hs = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(hs));
-            last = hs
-                .clone()
-                .narrow(0, steps - 1, 1)
-                .reshape([batch, four_h / 4]);
-            input = hs;
+            input = Tensor::from_primitive(TensorPrimitive::Float(hs));
         }
-
-        last
+        // The last step's rows.
+        input.narrow(0, (steps - 1) * batch, batch)
     }
 }

@@ -8,7 +8,7 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorPrimitive};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -216,10 +216,16 @@ impl<B: Backend> Dense<B> {
             bias: init::uniform(rng, [output], bound, device),
         }
     }
+}
 
-    /// `x [B, input] -> [B, output]`.
+impl<B: LstmBackend> Dense<B> {
+    /// `x [B, input] -> [B, output]`, as one backend operation.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        x.matmul(self.weight.val()) + self.bias.val().unsqueeze()
+        Tensor::from_primitive(TensorPrimitive::Float(B::linear(
+            x.into_primitive().tensor(),
+            self.weight.val().into_primitive().tensor(),
+            self.bias.val().into_primitive().tensor(),
+        )))
     }
 }
 
@@ -272,7 +278,9 @@ impl<B: Backend> Block<B> {
             norm: layer_norm.then(|| Norm::init(output, device)),
         }
     }
+}
 
+impl<B: LstmBackend> Block<B> {
     /// `x [B, input] -> [B, output]`.
     pub fn forward(&self, x: Tensor<B, 2>, dropout: &mut Dropout) -> Tensor<B, 2> {
         let mut y = self.dense.forward(x);

@@ -107,7 +107,12 @@ fn exp_f32(x: f32) -> f32 {
     // 1.5 * 2^23: adding it rounds to the nearest integer without a rounding instruction.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // `n` as an integer, read from the mantissa of `shifted` (ROUND + n keeps ROUND's exponent
+    // for |n| < 2^22): a float-to-int cast would saturate and map NaN to 0, which compiles
+    // to scalar code.
+    let n_int = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -118,7 +123,7 @@ fn exp_f32(x: f32) -> f32 {
     let e = p * r * r + r + 1.0;
     // Wrapping arithmetic: the clamp keeps `n + 127` in 1..=255, and unchecked adds keep the
     // loop vectorisable in builds with overflow checks.
-    e * f32::from_bits(((n as i32).wrapping_add(127) as u32) << 23)
+    e * f32::from_bits((n_int.wrapping_add(127) as u32) << 23)
 }
 
 /// The logistic function through [`exp_f32`].

@@ -599,9 +599,12 @@ fn backward_step(
     }
 }
 
+/// Gradients of the recurrence's inputs: `(dxp [T, B, 4H], dh0 [B, H], dw_hh [H, 4H])`.
+pub type Grads = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// Gradients `(dxp [T, B, 4H], dh0 [B, H], dw_hh [H, 4H])` from the gradient of the hidden
 /// states `[T, B, H]`, with the batch rows split over rayon's threads as in [`forward`].
-pub fn backward(saved: Saved, grad_hiddens: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn backward(saved: Saved, grad_hiddens: &[f32]) -> Grads {
     let (steps, batch, hidden) = (saved.steps, saved.batch, saved.hidden);
     let four_h = 4 * hidden;
     let step_gates = batch * four_h;
@@ -764,10 +767,7 @@ mod tests {
     }
 
     /// Forward and backward of the recurrence on a pool of `threads` threads.
-    fn run_on(
-        threads: usize,
-        inputs: &RecurrenceInputs,
-    ) -> (Forward, (Vec<f32>, Vec<f32>, Vec<f32>)) {
+    fn run_on(threads: usize, inputs: &RecurrenceInputs) -> (Forward, Grads) {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()

@@ -333,18 +333,18 @@ fn check_fractions(train: f64, val: f64, test: f64) -> Result<(), DataError> {
 /// Every day's model inputs, scaled once, so that a sample's inputs are contiguous slices: its
 /// input window is `input` consecutive rows of `temporal`, its static inputs one row of
 /// `statics`.
-pub(crate) struct ScaledInputs {
+struct ScaledInputs {
     /// `[days, temporal_dim]`, row-major: the scaled temporal features of each day.
-    pub temporal: Vec<f32>,
-    pub temporal_dim: usize,
+    temporal: Vec<f32>,
+    temporal_dim: usize,
     /// `[days, static_dim]`, row-major: the static inputs of a sample whose origin is that day
     /// (statistical features taken from day `origin - gap`, calendar ones from the origin).
-    pub statics: Vec<f32>,
-    pub static_dim: usize,
+    statics: Vec<f32>,
+    static_dim: usize,
 }
 
 impl ScaledInputs {
-    pub fn new(
+    fn new(
         temporal: &[&[f64]],
         statics: &[&[f64]],
         statistical: &[bool],
@@ -378,13 +378,13 @@ impl ScaledInputs {
     }
 
     /// The scaled input window of the sample at `origin`: `[input, temporal_dim]`.
-    pub fn window(&self, window: &WindowConfig, origin: usize) -> &[f32] {
+    fn window(&self, window: &WindowConfig, origin: usize) -> &[f32] {
         let start = origin - window.gap - window.input;
         &self.temporal[start * self.temporal_dim..(start + window.input) * self.temporal_dim]
     }
 
     /// The scaled static inputs of the sample at `origin`: `[static_dim]`.
-    pub fn statics(&self, origin: usize) -> &[f32] {
+    fn statics(&self, origin: usize) -> &[f32] {
         &self.statics[origin * self.static_dim..(origin + 1) * self.static_dim]
     }
 

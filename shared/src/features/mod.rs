@@ -21,9 +21,10 @@
 //! | `is_EOM`, `days_until_month_end` | last 3 days of the month; days left in the month |
 //! | `lunar_month`, `lunar_day`, `days_until_tet`, `days_until_mid_autumn` | Vietnamese lunar calendar; days to the next Tet day / Mid-Autumn day on or after `t` |
 //!
-//! The statistical columns are one polars lazy query per series: shifted rolling means with
-//! `min_periods` 1, shifted cumulative sums, and per-weekday cumulative sums (`over` the
-//! weekday); the past-day counts follow from the days being consecutive. Calendar columns
+//! The statistical columns are one polars lazy query per series, in two stages: shifted
+//! rolling means with `min_periods` 1, shifted cumulative sums and per-weekday cumulative sums
+//! (`over` the weekday), then the ratios that read them; the past-day counts follow from the
+//! days being consecutive. Calendar columns
 //! depend on the date alone (known in advance, so not leakage). Lunar dates and holiday
 //! distances are lookups polars cannot express, so a [`Calendar`] computes them once for whole
 //! years and every series takes its days as a slice of that table.

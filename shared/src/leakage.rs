@@ -384,14 +384,16 @@ fn correct_gap(
             })
             .collect()
     };
-    let temporal = scaled(&dataset.temporal_scaler, &temporal);
     let statics = scaled(&dataset.static_scaler, &statics);
-    // The same values day-major, `[days, temporal_dim]`: a sample's expected input window is
+    // Temporal values day-major, `[days, temporal_dim]`: a sample's expected input window is
     // then one contiguous slice, compared in one pass.
     let td = temporal.len();
-    let days = temporal.first().map_or(0, Vec::len);
+    let days = temporal.first().map_or(0, |c| c.len());
     let mut expected = vec![0.0f32; days * td];
-    for (j, column) in temporal.iter().enumerate() {
+    for (j, column) in scaled(&dataset.temporal_scaler, &temporal)
+        .iter()
+        .enumerate()
+    {
         for (day, &value) in column.iter().enumerate() {
             expected[day * td + j] = value;
         }

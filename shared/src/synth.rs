@@ -24,7 +24,7 @@
 
 use chrono::{Datelike, Duration, NaiveDate, Weekday};
 
-use crate::calendar::{mid_autumn, solar_to_lunar, tet_day, Calendar};
+use crate::calendar::{days_in_month, mid_autumn, solar_to_lunar, tet_day, Calendar};
 
 /// File name under which synthetic data is reported (in logs, results and leaderboards).
 pub const SYNTHETIC_NAME: &str = "synthetic-demo.csv";
@@ -266,16 +266,6 @@ pub fn generate_csv(seed: u64, start: NaiveDate, end: NaiveDate) -> Vec<u8> {
     }
 
     out.into_bytes()
-}
-
-fn days_in_month(date: NaiveDate) -> u32 {
-    let (y, m) = if date.month() == 12 {
-        (date.year() + 1, 1)
-    } else {
-        (date.year(), date.month() + 1)
-    };
-    let first_next = NaiveDate::from_ymd_opt(y, m, 1).expect("first of a month exists");
-    (first_next - Duration::days(1)).day()
 }
 
 #[cfg(test)]

@@ -110,6 +110,17 @@ pub fn mid_autumn(year: i32) -> NaiveDate {
     lunar_to_solar(year, 8, 15, false).expect("every lunar month has a 15th day")
 }
 
+/// Days in the month of `date`.
+pub(crate) fn days_in_month(date: NaiveDate) -> u32 {
+    let (y, m) = if date.month() == 12 {
+        (date.year() + 1, 1)
+    } else {
+        (date.year(), date.month() + 1)
+    };
+    let first_next = NaiveDate::from_ymd_opt(y, m, 1).expect("first of a month exists");
+    (first_next - Duration::days(1)).day()
+}
+
 /// Whether a day lies in the Tet season: `season_days` days before a Tet day through Tet day.
 fn in_tet_season(date: NaiveDate, season_days: i64) -> bool {
     // The season can start in December, before the Tet of the next Gregorian year.

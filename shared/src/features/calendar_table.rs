@@ -9,13 +9,15 @@
 
 use std::f64::consts::PI;
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{Datelike, Duration, NaiveDate};
 
 use super::{FeatureColumn, HOLIDAY_DISTANCE_CAP};
 use crate::calendar::{
-    in_mid_autumn_season, mid_autumn, solar_to_lunar, tet_day, Calendar, LunarDate, PeakSeasons,
+    days_in_month, in_mid_autumn_season, mid_autumn, solar_to_lunar, tet_day, Calendar, LunarDate,
+    PeakSeasons,
 };
 
 /// Names of the calendar columns, in export order.
@@ -120,32 +122,44 @@ impl CalendarColumnCache {
     }
 }
 
-/// The calendar columns of a series' days: a slice of the calendar's table when the days are
-/// consecutive (as a [`crate::dataset::Series`] guarantees), else computed day by day.
-pub(super) fn calendar_columns(dates: &[NaiveDate], calendar: &Calendar) -> Vec<FeatureColumn> {
-    let (Some(&first), Some(&last)) = (dates.first(), dates.last()) else {
-        return named(vec![Vec::new(); CALENDAR_FEATURES.len()]);
-    };
-    if (last - first).num_days() != dates.len() as i64 - 1 {
-        return named(compute_columns(dates.iter().copied(), calendar).features);
+/// Runs `read` on calendar columns that hold `dates` at the index range it is given: a range of
+/// the calendar's table when the days are consecutive (as a [`crate::dataset::Series`]
+/// guarantees), else columns computed day by day for exactly these dates.
+fn read_columns<T>(
+    dates: &[NaiveDate],
+    calendar: &Calendar,
+    read: impl FnOnce(&Columns, Range<usize>) -> T,
+) -> T {
+    if let (Some(&first), Some(&last)) = (dates.first(), dates.last()) {
+        if (last - first).num_days() == dates.len() as i64 - 1 {
+            let table = calendar.column_cache().covering(calendar, first, last);
+            let offset = (first - table.first).num_days() as usize;
+            return read(&table.columns, offset..offset + dates.len());
+        }
     }
-
-    let table = calendar.column_cache().covering(calendar, first, last);
-    let offset = (first - table.first).num_days() as usize;
-    named(
-        table
-            .columns
-            .features
-            .iter()
-            .map(|column| column[offset..offset + dates.len()].to_vec())
-            .collect(),
+    read(
+        &compute_columns(dates.iter().copied(), calendar),
+        0..dates.len(),
     )
+}
+
+/// The calendar feature columns of a series' days.
+pub(super) fn calendar_columns(dates: &[NaiveDate], calendar: &Calendar) -> Vec<FeatureColumn> {
+    read_columns(dates, calendar, |columns, range| {
+        named(
+            columns
+                .features
+                .iter()
+                .map(|column| column[range.clone()].to_vec())
+                .collect(),
+        )
+    })
 }
 
 /// Per day, 1 when it lies in a peak season of `category` (see [`Calendar::is_peak`]), else 0.
 pub(crate) fn peak_flags(dates: &[NaiveDate], calendar: &Calendar, category: &str) -> Vec<f32> {
     let seasons = PeakSeasons::of(category);
-    let flags = |columns: &Columns, range: std::ops::Range<usize>| -> Vec<f32> {
+    read_columns(dates, calendar, |columns, range| {
         range
             .map(|i| {
                 let peak = (seasons.tet && columns.tet_season[i])
@@ -153,19 +167,7 @@ pub(crate) fn peak_flags(dates: &[NaiveDate], calendar: &Calendar, category: &st
                 peak as u8 as f32
             })
             .collect()
-    };
-    let (Some(&first), Some(&last)) = (dates.first(), dates.last()) else {
-        return Vec::new();
-    };
-    if (last - first).num_days() != dates.len() as i64 - 1 {
-        return flags(
-            &compute_columns(dates.iter().copied(), calendar),
-            0..dates.len(),
-        );
-    }
-    let table = calendar.column_cache().covering(calendar, first, last);
-    let offset = (first - table.first).num_days() as usize;
-    flags(&table.columns, offset..offset + dates.len())
+    })
 }
 
 fn named(columns: Vec<Vec<f64>>) -> Vec<FeatureColumn> {
@@ -290,16 +292,6 @@ fn compute_columns(
         out.mid_autumn_season.push(in_mid_autumn_season(lunar));
     }
     out
-}
-
-fn days_in_month(date: NaiveDate) -> u32 {
-    let (y, m) = if date.month() == 12 {
-        (date.year() + 1, 1)
-    } else {
-        (date.year(), date.month() + 1)
-    };
-    let next = NaiveDate::from_ymd_opt(y, m, 1).expect("first of a month exists");
-    (next - Duration::days(1)).day()
 }
 
 /// A once-a-year day (Tet, Mid-Autumn) memoised per year.

@@ -703,16 +703,20 @@ fn frame_error(path: &Path, err: PolarsError) -> DataError {
 /// The real DRY shipments handed to the project, for the unit tests of every module.
 #[cfg(test)]
 pub(crate) mod test_data {
-    use std::path::Path;
+    use std::path::PathBuf;
 
     use super::{load_file, Shipments};
     use crate::config::DataConfig;
     use crate::dataset::{Series, SeriesKey};
 
     /// `../shared/data/mdlz_dry_shipments.csv` beside the repository, loaded with defaults.
+    /// The crate's directory is read at run time (cargo sets it for the tests it runs): the
+    /// compile-time value goes stale when a build directory is shared between clones at
+    /// different paths, since cargo does not rebuild a crate for that.
     pub(crate) fn real_dry() -> Shipments {
-        let path =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/mdlz_dry_shipments.csv");
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let path = crate_dir.join("../../shared/data/mdlz_dry_shipments.csv");
         load_file(&path, &DataConfig::default()).unwrap()
     }
 

@@ -12,9 +12,12 @@ pub fn sweep_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sweep"))
 }
 
-/// The repository root.
+/// The repository root. Read at run time (cargo sets the variable for the tests it runs): the
+/// compile-time value goes stale when a build directory is shared between clones at different
+/// paths, since cargo does not rebuild a crate for that.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("coordinator/ sits in the repository root")
         .to_path_buf()

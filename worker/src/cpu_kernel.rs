@@ -4,9 +4,10 @@
 //! which the tests compare it with.
 //!
 //! Speed notes. The per-step products are small (`[B, H] x [H, 4H]`), and a general GEMM
-//! re-packs the `[H, 4H]` weights on every call; [`step_gemm`] instead multiplies straight
-//! from the row-major weights (the backward pass transposes `W_hh` once per call, not once per
-//! step) with a register-tiled kernel compiled for AVX-512 or AVX2+FMA when the CPU has them.
+//! re-packs the `[H, 4H]` weights on every call; here the weights are packed into column
+//! panels once per call ([`Panels`]; the backward pass packs `W_hh^T`), and [`step_gemm`]
+//! runs a register-tiled kernel over them, compiled for AVX-512 or AVX2+FMA when the CPU has
+//! them.
 //! Sigmoid and tanh use an `f32` exponential (Cody-Waite reduction and a degree-6 polynomial,
 //! about 2 ulp) written without branches so that the loops vectorise.
 
@@ -151,7 +152,10 @@ fn tanh(x: f32) -> f32 {
     }
 }
 
-/// `c[m, n] = beta * c + a[m, k] b[k, n]` with explicit strides (row, column) of a and b.
+/// `c[m, n] = beta * c + a[m, k] b[k, n]` with explicit strides (row, column) of a and b, `c`
+/// row-major; `beta` is 0 or 1. The large products of training (input projections of all
+/// steps, weight gradients, dense layers) go through the `gemm` crate, whose AVX-512 kernels
+/// run at about 1.25x `matrixmultiply`'s rate on these shapes, on rayon's threads.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
     m: usize,
@@ -164,7 +168,17 @@ pub(crate) fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
+    assert!(beta == 0.0 || beta == 1.0, "gemm beta must be 0 or 1");
     assert!(c.len() >= m * n, "gemm output buffer too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if beta == 0.0 {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
     assert!(
         a.len() > (m - 1) * rsa + (k - 1) * csa,
         "gemm lhs buffer too small"
@@ -173,130 +187,160 @@ pub(crate) fn gemm(
         b.len() > (k - 1) * rsb + (n - 1) * csb,
         "gemm rhs buffer too small"
     );
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the asserts above keep every index the strides reach inside the slices, and `c`
-    // does not alias `a` or `b` (it is a distinct mutable borrow).
+    // does not alias `a` or `b` (it is a distinct mutable borrow). The crate computes
+    // `c = alpha c + beta a b`, reading `c` only when asked to.
     unsafe {
-        matrixmultiply::sgemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
+            k,
             c.as_mut_ptr(),
-            n as isize,
             1,
+            n as isize,
+            beta == 1.0,
+            a.as_ptr(),
+            csa as isize,
+            rsa as isize,
+            b.as_ptr(),
+            csb as isize,
+            rsb as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
         );
     }
 }
 
-/// One `R x NR` tile of `c (+)= a b`: `packed` holds rows `row..row + R` of `a` column by
-/// column (`[k][R]`, zero rows past `m`), `b` and `c` are row-major; `rows` of the tile are
-/// stored. Accumulates in registers; the loop has no bounds or overflow checks inside.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tile<const R: usize, const NR: usize>(
+/// A `[k, n]` matrix cut into panels of `width` whole columns, each panel row-major
+/// (`[n / width][k][width]`, the last panel zero-padded): the layout [`step_gemm`] reads. A
+/// register tile then streams one contiguous block instead of `k` rows a page apart, which in
+/// row-major order cost a TLB miss per row. Built once per recurrence call, since every step
+/// multiplies by the same weights.
+struct Panels {
+    k: usize,
     n: usize,
-    packed: &[f32],
-    row: usize,
-    rows: usize,
-    b: &[f32],
-    col: usize,
-    accumulate: bool,
-    c: &mut [f32],
-) {
-    assert!(col + NR <= n, "tile past the last column");
-    let mut acc = [[0.0f32; NR]; R];
-    if accumulate {
-        // Constant indices (the loop unrolls), so that `acc` can live in registers.
-        for (r, acc) in acc.iter_mut().enumerate() {
-            if r < rows {
-                acc.copy_from_slice(&c[(row + r) * n + col..(row + r) * n + col + NR]);
+    width: usize,
+    data: Vec<f32>,
+}
+
+impl Panels {
+    /// Packs the `[k, n]` matrix whose element `(row, col)` is `at(row, col)`, in panels as
+    /// wide as the register tile of the detected instruction set.
+    fn pack(k: usize, n: usize, at: impl Fn(usize, usize) -> f32) -> Panels {
+        let width = isa().panel_width();
+        let mut data = vec![0.0f32; n.div_ceil(width) * k * width];
+        for (p, panel) in data.chunks_exact_mut(k * width).enumerate() {
+            let cols = width.min(n - p * width);
+            for (row, dst) in panel.chunks_exact_mut(width).enumerate() {
+                for (j, d) in dst[..cols].iter_mut().enumerate() {
+                    *d = at(row, p * width + j);
+                }
             }
         }
+        Panels { k, n, width, data }
     }
-    for (b_row, a_col) in b.chunks_exact(n).zip(packed.chunks_exact(R)) {
-        let b_row: &[f32; NR] = b_row[col..col + NR].try_into().expect("tile width");
-        for (acc, &av) in acc.iter_mut().zip(a_col) {
-            for (acc, &bv) in acc.iter_mut().zip(b_row) {
-                *acc = av.mul_add(bv, *acc);
+
+    /// Packs a row-major `[k, n]` matrix.
+    fn from_row_major(k: usize, n: usize, b: &[f32]) -> Panels {
+        assert!(b.len() >= k * n, "matrix buffer too small");
+        Panels::pack(k, n, |row, col| b[row * n + col])
+    }
+
+    /// Packs the transpose `[n, k]` of a row-major `[k, n]` matrix.
+    fn transposed(k: usize, n: usize, b: &[f32]) -> Panels {
+        assert!(b.len() >= k * n, "matrix buffer too small");
+        Panels::pack(n, k, |row, col| b[col * n + row])
+    }
+}
+
+/// `c = a[m, k] b`, `a` and `c` row-major, through `R x NR` register tiles: rows of `a` in
+/// blocks of R packed column by column (`[m / R][k][R]`, zero rows past `m`), one panel of `b`
+/// per tile column. Accumulates in registers; the inner loop has no bounds or overflow checks.
+/// `c` is only written: the recurrence multiplies into a small scratch buffer that stays in
+/// cache and adds the input projection in its gate pass, which streams it in order (adding
+/// into the projection here made every tile start with cache misses on cold rows).
+#[inline(always)]
+fn panel_tiles<const R: usize, const NR: usize>(m: usize, a: &[f32], b: &Panels, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(b.width, NR, "panels packed for another tile width");
+    assert!(a.len() >= m * k, "lhs buffer too small");
+    let blocks = m.div_ceil(R);
+    let mut packed = vec![0.0f32; blocks * k * R];
+    // Rows past `m` in the last block read zeros.
+    let zeros = vec![0.0f32; k];
+    for (block, dst) in packed.chunks_exact_mut(k * R).enumerate() {
+        let row = block * R;
+        let a_rows: [&[f32]; R] = std::array::from_fn(|r| {
+            if row + r < m {
+                &a[(row + r) * k..(row + r + 1) * k]
+            } else {
+                &zeros[..]
             }
+        });
+        // Contiguous stores, each column of the block gathered from its R rows: a strided
+        // store would compile to scatter instructions, which are slow on some CPUs.
+        for (depth, dst) in dst.chunks_exact_mut(R).enumerate() {
+            let dst: &mut [f32; R] = dst.try_into().expect("block width");
+            *dst = std::array::from_fn(|r| a_rows[r][depth]);
         }
     }
-    for (r, acc) in acc.iter().enumerate() {
-        if r < rows {
-            c[(row + r) * n + col..(row + r) * n + col + NR].copy_from_slice(acc);
+    for (p, panel) in b.data.chunks_exact(k * NR).enumerate() {
+        let col = p * NR;
+        let cols = NR.min(n - col);
+        for (block, a_block) in packed.chunks_exact(k * R).enumerate() {
+            let row = block * R;
+            let rows = R.min(m - row);
+            let mut acc = [[0.0f32; NR]; R];
+            for (b_row, a_col) in panel.chunks_exact(NR).zip(a_block.chunks_exact(R)) {
+                let b_row: &[f32; NR] = b_row.try_into().expect("panel width");
+                for (acc, &av) in acc.iter_mut().zip(a_col) {
+                    for (acc, &bv) in acc.iter_mut().zip(b_row) {
+                        *acc = av.mul_add(bv, *acc);
+                    }
+                }
+            }
+            // Constant indices (the loop unrolls), so that `acc` can live in registers.
+            for (r, acc) in acc.iter().enumerate() {
+                if r < rows {
+                    let start = (row + r) * n + col;
+                    store_row(acc, &mut c[start..start + cols]);
+                }
+            }
         }
     }
 }
 
-/// `c (+)= a[m, k] b[k, n]`, row-major, through `R x NR` register tiles; edge columns that do
-/// not fill a tile are summed directly.
+/// Stores the first `dst.len()` values of a tile row (`NR`, fewer at the last panel). A full
+/// row is a fixed-size copy, which compiles to vector moves rather than a `memcpy` call.
 #[inline(always)]
-fn tiled<const R: usize, const NR: usize>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    b: &[f32],
-    accumulate: bool,
-    c: &mut [f32],
-) {
-    let b = &b[..k * n];
-    // Rows of `a` in blocks of R, each block column by column: `[m / R][k][R]`.
-    let blocks = m.div_ceil(R);
-    let mut packed = vec![0.0f32; blocks * k * R];
-    for (block, dst) in packed.chunks_exact_mut(k * R).enumerate() {
-        for r in 0..R.min(m - block * R) {
-            let src = &a[(block * R + r) * k..(block * R + r + 1) * k];
-            for (d, &v) in dst.chunks_exact_mut(R).zip(src) {
-                d[r] = v;
-            }
-        }
-    }
-    let full = n / NR * NR;
-    for col in (0..full).step_by(NR) {
-        for (block, packed) in packed.chunks_exact(k * R).enumerate() {
-            let rows = R.min(m - block * R);
-            tile::<R, NR>(n, packed, block * R, rows, b, col, accumulate, c);
-        }
-    }
-    if full < n {
-        for row in 0..m {
-            for j in full..n {
-                let mut sum = if accumulate { c[row * n + j] } else { 0.0 };
-                for p in 0..k {
-                    sum = a[row * k + p].mul_add(b[p * n + j], sum);
-                }
-                c[row * n + j] = sum;
-            }
-        }
+fn store_row<const NR: usize>(acc: &[f32; NR], dst: &mut [f32]) {
+    let len = dst.len();
+    match <&mut [f32; NR]>::try_from(&mut *dst) {
+        Ok(full) => *full = *acc,
+        Err(_) => dst.copy_from_slice(&acc[..len]),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn tiled_avx512(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    b: &[f32],
-    accumulate: bool,
-    c: &mut [f32],
-) {
-    tiled::<8, 32>(m, k, n, a, b, accumulate, c);
+fn panel_tiles_avx512(m: usize, a: &[f32], b: &Panels, c: &mut [f32]) {
+    panel_tiles::<8, 32>(m, a, b, c);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn tiled_avx2(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], accumulate: bool, c: &mut [f32]) {
-    tiled::<4, 16>(m, k, n, a, b, accumulate, c);
+fn panel_tiles_avx2(m: usize, a: &[f32], b: &Panels, c: &mut [f32]) {
+    panel_tiles::<4, 16>(m, a, b, c);
 }
 
 /// The instruction set [`step_gemm`] runs with, detected once.
@@ -305,6 +349,16 @@ enum Isa {
     Avx512,
     Avx2,
     Generic,
+}
+
+impl Isa {
+    /// Columns of one register tile, and so of one [`Panels`] panel.
+    fn panel_width(self) -> usize {
+        match self {
+            Isa::Avx512 => 32,
+            Isa::Avx2 | Isa::Generic => 16,
+        }
+    }
 }
 
 fn isa() -> Isa {
@@ -327,48 +381,40 @@ fn isa() -> Isa {
     })
 }
 
-/// `c[m, n] (+)= a[m, k] b[k, n]`, all row-major and contiguous, without packing `b`: the
-/// product of one recurrence step, where `b` is the same weight matrix at every step.
-fn step_gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], accumulate: bool, c: &mut [f32]) {
-    assert!(a.len() >= m * k, "step_gemm lhs buffer too small");
-    assert!(b.len() >= k * n, "step_gemm rhs buffer too small");
-    assert!(c.len() >= m * n, "step_gemm output buffer too small");
+/// `c[m, n] = a[m, k] b[k, n]` with `a` and `c` row-major and `b` in panels: the product of one
+/// recurrence step, where `b` is the same weight matrix at every step.
+fn step_gemm(m: usize, a: &[f32], b: &Panels, c: &mut [f32]) {
+    assert!(a.len() >= m * b.k, "step_gemm lhs buffer too small");
+    assert!(c.len() >= m * b.n, "step_gemm output buffer too small");
     match isa() {
         // SAFETY: `isa` returned these variants only after detecting the features they enable.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { tiled_avx512(m, k, n, a, b, accumulate, c) },
+        Isa::Avx512 => unsafe { panel_tiles_avx512(m, a, b, c) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { tiled_avx2(m, k, n, a, b, accumulate, c) },
-        _ => gemm(
-            m,
-            k,
-            n,
-            a,
-            (k, 1),
-            b,
-            (n, 1),
-            if accumulate { 1.0 } else { 0.0 },
-            c,
-        ),
+        Isa::Avx2 => unsafe { panel_tiles_avx2(m, a, b, c) },
+        _ => panel_tiles::<4, 16>(m, a, b, c),
     }
 }
 
-/// The gate arithmetic of one batch row: activations in place in `g` `[4H]`, then
-/// `c = f c_prev + i g` and `h = o tanh(c)` into `c_out` and `h_out` `[H]`. Every buffer is a
-/// separate argument so that the compiler knows they do not overlap and vectorises the loops.
+/// The gate arithmetic of one batch row: the activations of `g + hh` in place in `g` `[4H]`
+/// (`g` holds the input projection, `hh` the recurrent product), then `c = f c_prev + i g` and
+/// `h = o tanh(c)` into `c_out` and `h_out` `[H]`. Every buffer is a separate argument so that
+/// the compiler knows they do not overlap and vectorises the loops.
 #[inline(always)]
-fn gate_row_body(g: &mut [f32], c_prev: &[f32], c_out: &mut [f32], h_out: &mut [f32]) {
+fn gate_row_body(g: &mut [f32], hh: &[f32], c_prev: &[f32], c_out: &mut [f32], h_out: &mut [f32]) {
     let hidden = c_out.len();
     let (sig, rest) = g.split_at_mut(2 * hidden);
     let (cand, out) = rest.split_at_mut(hidden);
-    for v in sig.iter_mut() {
-        *v = sigmoid(*v);
+    let (hh_sig, hh_rest) = hh[..4 * hidden].split_at(2 * hidden);
+    let (hh_cand, hh_out) = hh_rest.split_at(hidden);
+    for (v, &r) in sig.iter_mut().zip(hh_sig) {
+        *v = sigmoid(*v + r);
     }
-    for v in cand.iter_mut() {
-        *v = tanh(*v);
+    for (v, &r) in cand.iter_mut().zip(hh_cand) {
+        *v = tanh(*v + r);
     }
-    for v in out.iter_mut() {
-        *v = sigmoid(*v);
+    for (v, &r) in out.iter_mut().zip(hh_out) {
+        *v = sigmoid(*v + r);
     }
     let (i, f) = sig.split_at(hidden);
     let (f, cand, o) = (&f[..hidden], &cand[..hidden], &out[..hidden]);
@@ -382,20 +428,28 @@ fn gate_row_body(g: &mut [f32], c_prev: &[f32], c_out: &mut [f32], h_out: &mut [
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-fn gate_row_avx512(g: &mut [f32], c_prev: &[f32], c_out: &mut [f32], h_out: &mut [f32]) {
-    gate_row_body(g, c_prev, c_out, h_out);
+fn gate_row_avx512(
+    g: &mut [f32],
+    hh: &[f32],
+    c_prev: &[f32],
+    c_out: &mut [f32],
+    h_out: &mut [f32],
+) {
+    gate_row_body(g, hh, c_prev, c_out, h_out);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gate_row_avx2(g: &mut [f32], c_prev: &[f32], c_out: &mut [f32], h_out: &mut [f32]) {
-    gate_row_body(g, c_prev, c_out, h_out);
+fn gate_row_avx2(g: &mut [f32], hh: &[f32], c_prev: &[f32], c_out: &mut [f32], h_out: &mut [f32]) {
+    gate_row_body(g, hh, c_prev, c_out, h_out);
 }
 
-/// The gate arithmetic of one forward step over the batch: activations in place in `gates`
-/// `[B, 4H]`, new cell and hidden states into `c_out` and `h_out` `[B, H]` from `c_prev`.
+/// The gate arithmetic of one forward step over the batch: the activations of `gates + hh` in
+/// place in `gates` `[B, 4H]`, new cell and hidden states into `c_out` and `h_out` `[B, H]`
+/// from `c_prev`.
 fn step_elementwise(
     gates: &mut [f32],
+    hh: &[f32],
     c_prev: &[f32],
     c_out: &mut [f32],
     h_out: &mut [f32],
@@ -404,20 +458,21 @@ fn step_elementwise(
     let isa = isa();
     let rows = gates
         .chunks_exact_mut(4 * hidden)
+        .zip(hh.chunks_exact(4 * hidden))
         .zip(c_prev.chunks_exact(hidden))
         .zip(
             c_out
                 .chunks_exact_mut(hidden)
                 .zip(h_out.chunks_exact_mut(hidden)),
         );
-    for ((g, cp), (c, h)) in rows {
+    for (((g, hh), cp), (c, h)) in rows {
         match isa {
             // SAFETY: `isa` returned these variants only after detecting their features.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { gate_row_avx512(g, cp, c, h) },
+            Isa::Avx512 => unsafe { gate_row_avx512(g, hh, cp, c, h) },
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { gate_row_avx2(g, cp, c, h) },
-            _ => gate_row_body(g, cp, c, h),
+            Isa::Avx2 => unsafe { gate_row_avx2(g, hh, cp, c, h) },
+            _ => gate_row_body(g, hh, cp, c, h),
         }
     }
 }
@@ -439,6 +494,7 @@ pub fn forward(
     let mut acts = xp;
     let mut cells = vec![0.0f32; steps * batch * hidden];
     let mut hiddens = vec![0.0f32; steps * batch * hidden];
+    let w_hh = Panels::from_row_major(hidden, four_h, w_hh);
     let parts = row_parts(batch);
     let jobs: Vec<_> = split_steps(&mut acts, batch, four_h, &parts)
         .into_iter()
@@ -448,7 +504,7 @@ pub fn forward(
         .collect();
     run_parallel(jobs, |(((acts, cells), hiddens), range)| {
         let h0 = &h0[range.start * hidden..range.end * hidden];
-        forward_rows(acts, cells, hiddens, h0, w_hh, hidden);
+        forward_rows(acts, cells, hiddens, h0, &w_hh, hidden);
     });
     Forward {
         acts,
@@ -463,18 +519,20 @@ fn forward_rows(
     mut cells: Vec<&mut [f32]>,
     mut hiddens: Vec<&mut [f32]>,
     h0: &[f32],
-    w_hh: &[f32],
+    w_hh: &Panels,
     hidden: usize,
 ) {
     let rows = h0.len() / hidden;
     let zeros = vec![0.0f32; h0.len()];
+    // `h_{t-1} W_hh` of this step.
+    let mut hh = vec![0.0f32; rows * 4 * hidden];
     for (t, gates) in acts.iter_mut().enumerate() {
         let (done, rest) = hiddens.split_at_mut(t);
         let h_prev: &[f32] = done.last().map_or(h0, |h| &**h);
-        step_gemm(rows, hidden, 4 * hidden, h_prev, w_hh, true, gates);
+        step_gemm(rows, h_prev, w_hh, &mut hh);
         let (cells_done, cells_rest) = cells.split_at_mut(t);
         let c_prev: &[f32] = cells_done.last().map_or(&zeros, |c| &**c);
-        step_elementwise(gates, c_prev, cells_rest[0], rest[0], hidden);
+        step_elementwise(gates, &hh, c_prev, cells_rest[0], rest[0], hidden);
     }
 }
 
@@ -620,13 +678,8 @@ pub fn backward(saved: Saved, grad_hiddens: &[f32]) -> Grads {
     );
     let mut dxp = vec![0.0f32; steps * step_gates];
     let mut dh0 = vec![0.0f32; batch * hidden];
-    // W_hh^T `[4H, H]`, transposed once so that every step multiplies row-major operands.
-    let mut w_t = vec![0.0f32; four_h * hidden];
-    for (k, row) in saved.w_hh.chunks_exact(four_h).enumerate() {
-        for (j, &w) in row.iter().enumerate() {
-            w_t[j * hidden + k] = w;
-        }
-    }
+    // W_hh^T `[4H, H]`, transposed and packed once for every step.
+    let w_t = Panels::transposed(hidden, four_h, saved.w_hh);
 
     let parts = row_parts(batch);
     // `dh0` is a single step's worth of rows, `[1, B, H]`.
@@ -677,7 +730,7 @@ pub fn backward(saved: Saved, grad_hiddens: &[f32]) -> Grads {
 fn backward_rows(
     saved: &Saved,
     grad_hiddens: &[f32],
-    w_t: &[f32],
+    w_t: &Panels,
     range: Range<usize>,
     mut dxp: Vec<&mut [f32]>,
     dh0: &mut [f32],
@@ -723,7 +776,7 @@ fn backward_rows(
             hidden,
         );
         // dh_{t-1} = da W_hh^T.
-        step_gemm(rows, 4 * hidden, hidden, da, w_t, false, &mut dh_prev);
+        step_gemm(rows, da, w_t, &mut dh_prev);
         std::mem::swap(&mut dh_next, &mut dh_prev);
     }
     dh0.copy_from_slice(&dh_next);
@@ -836,7 +889,7 @@ mod tests {
     }
 
     #[test]
-    fn step_gemm_matches_matrixmultiply_on_edge_shapes() {
+    fn step_gemm_on_packed_panels_and_gemm_match_a_plain_product_on_edge_shapes() {
         let mut next = uniform(1);
         for (m, k, n) in [
             (32, 128, 512),
@@ -844,18 +897,44 @@ mod tests {
             (1, 3, 48),
             (9, 33, 70),
             (3, 4, 16),
+            // Large enough for the gemm crate to split the work over threads.
+            (200, 300, 260),
         ] {
             let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
             let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
-            for accumulate in [false, true] {
-                let mut fast = c0.clone();
-                step_gemm(m, k, n, &a, &b, accumulate, &mut fast);
-                let mut slow = c0.clone();
-                let beta = if accumulate { 1.0 } else { 0.0 };
-                gemm(m, k, n, &a, (k, 1), &b, (n, 1), beta, &mut slow);
-                for (x, y) in fast.iter().zip(&slow) {
-                    assert!((x - y).abs() < 1e-4, "{m}x{k}x{n}: {x} vs {y}");
+            let b_t: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let mut fast = c0.clone();
+            step_gemm(m, &a, &Panels::from_row_major(k, n, &b), &mut fast);
+            let mut from_transposed = c0.clone();
+            step_gemm(m, &a, &Panels::transposed(n, k, &b_t), &mut from_transposed);
+            assert_eq!(fast, from_transposed, "{m}x{k}x{n}: packing the transpose");
+            let mut product = vec![0.0f32; m * n];
+            for (row, out) in product.chunks_exact_mut(n).enumerate() {
+                for (col, out) in out.iter_mut().enumerate() {
+                    *out = (0..k).map(|p| a[row * k + p] * b[p * n + col]).sum();
+                }
+            }
+            for (x, y) in fast.iter().zip(&product) {
+                assert!((x - y).abs() < 1e-4, "{m}x{k}x{n}: step {x} vs plain {y}");
+            }
+            for beta in [0.0, 1.0] {
+                let expected: Vec<f32> =
+                    c0.iter().zip(&product).map(|(c, p)| beta * c + p).collect();
+                let mut general = c0.clone();
+                gemm(m, k, n, &a, (k, 1), &b, (n, 1), beta, &mut general);
+                // The transposed operand read through strides.
+                let mut strided = c0.clone();
+                gemm(m, k, n, &a, (k, 1), &b_t, (1, k), beta, &mut strided);
+                for ((x, y), z) in general.iter().zip(&strided).zip(&expected) {
+                    assert!(
+                        (x - z).abs() < 1e-4,
+                        "{m}x{k}x{n}, beta {beta}: gemm {x} vs {z}"
+                    );
+                    assert!(
+                        (y - z).abs() < 1e-4,
+                        "{m}x{k}x{n}, beta {beta}: strided {y} vs {z}"
+                    );
                 }
             }
         }

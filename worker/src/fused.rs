@@ -26,7 +26,7 @@ use burn::tensor::{backend::Backend, Tensor, TensorPrimitive};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::lstm::{flatten_steps, recurrence_composed, steps_of, LstmBackend};
+use crate::lstm::{flatten_steps, recurrence_composed, steps_of, FusedBackend};
 
 /// Whether the autodiff backend uses the fused operation (true by default). Turning it off
 /// records the recurrence op by op instead; it exists so that benchmarks can measure both in
@@ -163,7 +163,7 @@ pub fn backward_from_state<B: Backend>(
 #[derive(Debug)]
 struct Recurrence;
 
-impl<B: LstmBackend> Backward<B, 3> for Recurrence {
+impl<B: FusedBackend> Backward<B, 3> for Recurrence {
     type State = RecurrenceState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -182,7 +182,7 @@ impl<B: LstmBackend> Backward<B, 3> for Recurrence {
     }
 }
 
-impl<B: LstmBackend, C: CheckpointStrategy> LstmBackend for Autodiff<B, C> {
+impl<B: FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
     fn lstm_recurrence(
         xp: FloatTensor<Self>,
         h0: FloatTensor<Self>,
@@ -232,7 +232,7 @@ impl<B: LstmBackend, C: CheckpointStrategy> LstmBackend for Autodiff<B, C> {
 #[derive(Debug)]
 struct Linear;
 
-impl<B: LstmBackend> Backward<B, 3> for Linear {
+impl<B: FusedBackend> Backward<B, 3> for Linear {
     type State = (FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {

@@ -1,6 +1,7 @@
 //! Trains one HybridLSTM trial: the model and its fused LSTM, the losses, the trainer, the
 //! metrics and the naive baselines they are compared with.
 
+pub mod adam;
 pub mod artifacts;
 pub mod baselines;
 pub mod cpu_kernel;

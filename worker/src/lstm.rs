@@ -1,7 +1,7 @@
 //! A stacked LSTM with PyTorch's layout (gates i, f, g, o; two bias vectors per layer) built for
 //! speed: the input projection of all time steps is one matrix product per layer, the four gates
 //! are one product per step, and the recurrence itself is a backend operation
-//! ([`LstmBackend::lstm_recurrence`]) so that the autodiff backend can run it with a
+//! ([`FusedBackend::lstm_recurrence`]) so that the autodiff backend can run it with a
 //! hand-derived backward pass instead of recording a dozen small operations per step.
 
 use std::borrow::Cow;
@@ -12,21 +12,25 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{backend::Backend, Tensor, TensorMetadata, TensorPrimitive};
 use rand::rngs::StdRng;
+use rayon::prelude::*;
 
+use crate::adam::AdamStep;
 use crate::cpu_kernel;
 use crate::fused::{self, RecurrenceState};
 use crate::init::{self, Dropout};
 
-/// A backend that can run the LSTM recurrence, and a linear layer, as one operation each.
+/// A backend that runs the hot spots of training as one operation each: the LSTM recurrence,
+/// a linear layer, and an Adam update.
 ///
 /// The default methods compose ordinary tensor operations (correct on every backend); the
 /// CPU backend overrides them with kernels on plain buffers, and the autodiff backend records
-/// each as one node whose backward pass is [`Self::lstm_backward`] / [`Self::linear_backward`].
+/// the first two as one node each, whose backward pass is [`Self::lstm_backward`] /
+/// [`Self::linear_backward`].
 ///
 /// Sequences are time-major and flat: row `t * B + b` of a `[T * B, width]` tensor is step `t`
 /// of batch row `b`, so that the input projection, the recurrence and the next layer pass
 /// tensors along without reshaping them (a reshape copies on the CPU backend).
-pub trait LstmBackend: Backend {
+pub trait FusedBackend: Backend {
     /// Runs the recurrence of one LSTM layer.
     ///
     /// - `xp`: `[T * B, 4H]`, the input projection `x W_ih + b_ih + b_hh` of every step
@@ -115,6 +119,35 @@ pub trait LstmBackend: Backend {
             db.into_primitive().tensor(),
         )
     }
+
+    /// One Adam update ([`AdamStep::apply`] on every element) of a parameter tensor from its
+    /// gradient and moments; returns `[param, moment_1, moment_2]` after the step.
+    fn adam_step<const D: usize>(
+        param: Tensor<Self, D>,
+        grad: Tensor<Self, D>,
+        moment_1: Tensor<Self, D>,
+        moment_2: Tensor<Self, D>,
+        step: &AdamStep,
+    ) -> [Tensor<Self, D>; 3] {
+        let grad = if step.weight_decay != 0.0 {
+            param.clone().mul_scalar(step.weight_decay).add(grad)
+        } else {
+            grad
+        };
+        let m = moment_1
+            .mul_scalar(step.beta_1)
+            .add(grad.clone().mul_scalar(1.0 - step.beta_1));
+        let v = moment_2
+            .mul_scalar(step.beta_2)
+            .add(grad.square().mul_scalar(1.0 - step.beta_2));
+        let update = m.clone().div_scalar(step.correction_1).div(
+            v.clone()
+                .div_scalar(step.correction_2)
+                .sqrt()
+                .add_scalar(step.epsilon),
+        );
+        [param - update.mul_scalar(step.lr), m, v]
+    }
 }
 
 /// A flat time-major `[T * B, width]` tensor as `[T, B, width]`.
@@ -182,7 +215,7 @@ fn tensor(values: Vec<f32>, dims: &[usize]) -> FloatTensor<Cpu> {
         .into()
 }
 
-impl LstmBackend for Cpu {
+impl FusedBackend for Cpu {
     fn lstm_recurrence(
         xp: FloatTensor<Self>,
         h0: FloatTensor<Self>,
@@ -297,12 +330,42 @@ impl LstmBackend for Cpu {
         }
         (dx, tensor(dw, &[k, n]), tensor(db, &[n]))
     }
+
+    fn adam_step<const D: usize>(
+        param: Tensor<Self, D>,
+        grad: Tensor<Self, D>,
+        moment_1: Tensor<Self, D>,
+        moment_2: Tensor<Self, D>,
+        step: &AdamStep,
+    ) -> [Tensor<Self, D>; 3] {
+        // Large enough that a thread's share outweighs handing it over.
+        const CHUNK: usize = 1 << 15;
+        let dims = param.dims();
+        let grad = grad.into_primitive().tensor();
+        let grad = values(&grad);
+        // In place: the parameter and its moments are usually the only owners of their
+        // buffers (a copy is made where they are shared, as with a kept best model).
+        let mut p = into_values(param.into_primitive().tensor());
+        let mut m = into_values(moment_1.into_primitive().tensor());
+        let mut v = into_values(moment_2.into_primitive().tensor());
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(grad.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| {
+                for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                    *p = step.apply(*p, g, m, v);
+                }
+            });
+        let wrap = |values| Tensor::from_primitive(TensorPrimitive::Float(tensor(values, &dims)));
+        [wrap(p), wrap(m), wrap(v)]
+    }
 }
 
 /// The CUDA backend runs the recurrence with the default (composed) methods; its own fused
 /// kernel is future work.
 #[cfg(feature = "cuda")]
-impl LstmBackend for burn::backend::Cuda<f32> {}
+impl FusedBackend for burn::backend::Cuda<f32> {}
 
 /// The recurrence written with ordinary tensor operations: the reference the fused operation
 /// is tested against, and the forward pass of backends without a fused one.
@@ -370,7 +433,7 @@ pub struct Lstm<B: Backend> {
     pub layers: Vec<LstmLayer<B>>,
 }
 
-impl<B: LstmBackend> Lstm<B> {
+impl<B: FusedBackend> Lstm<B> {
     /// Runs the stack over `x` `[B, T, I]` with every layer starting from `h0` `[B, H]` (the
     /// cell state starts at zero); `dropout` applies between layers. Returns the top layer's
     /// last hidden state `[B, H]`.

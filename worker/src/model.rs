@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use shared::params::HyperParams;
 
 use crate::init::{self, Dropout};
-use crate::lstm::{Lstm, LstmBackend, LstmLayer};
+use crate::lstm::{FusedBackend, Lstm, LstmLayer};
 
 /// Every architecture knob, with the defaults of the reference model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,7 +218,7 @@ impl<B: Backend> Dense<B> {
     }
 }
 
-impl<B: LstmBackend> Dense<B> {
+impl<B: FusedBackend> Dense<B> {
     /// `x [B, input] -> [B, output]`, as one backend operation.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         Tensor::from_primitive(TensorPrimitive::Float(B::linear(
@@ -280,7 +280,7 @@ impl<B: Backend> Block<B> {
     }
 }
 
-impl<B: LstmBackend> Block<B> {
+impl<B: FusedBackend> Block<B> {
     /// `x [B, input] -> [B, output]`.
     pub fn forward(&self, x: Tensor<B, 2>, dropout: &mut Dropout) -> Tensor<B, 2> {
         let mut y = self.dense.forward(x);
@@ -312,7 +312,7 @@ pub struct HybridLstm<B: Backend> {
     pub dropout: f64,
 }
 
-impl<B: LstmBackend> HybridLstm<B> {
+impl<B: FusedBackend> HybridLstm<B> {
     /// Forecasts every horizon day.
     ///
     /// - `x_temporal`: `[B, T, temporal_input_dim]`

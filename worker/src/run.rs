@@ -21,7 +21,7 @@ use crate::baselines;
 use crate::device::{CpuTrainBackend, DeviceSpec};
 use crate::error::WorkerError;
 use crate::loss::LossSpec;
-use crate::lstm::LstmBackend;
+use crate::lstm::FusedBackend;
 use crate::metrics::forecast_metrics_weighted;
 use crate::model::{HybridLstm, HybridLstmConfig};
 use crate::trainer::{self, TrainOutcome};
@@ -224,8 +224,8 @@ pub fn train_and_evaluate<B>(
     on_epoch: &mut dyn FnMut(&EpochReport),
 ) -> Result<Evaluation, WorkerError>
 where
-    B: AutodiffBackend + LstmBackend,
-    B::InnerBackend: LstmBackend,
+    B: AutodiffBackend + FusedBackend,
+    B::InnerBackend: FusedBackend,
 {
     if dataset.test.is_empty() {
         return Err(WorkerError::EmptySplit { split: "test" });
@@ -302,7 +302,7 @@ where
 }
 
 /// Model and baseline metrics on one span; also returns the model's forecasts in CBM.
-pub fn evaluate_span<B: LstmBackend>(
+pub fn evaluate_span<B: FusedBackend>(
     model: &HybridLstm<B>,
     dataset: &Dataset,
     set: &SampleSet,
@@ -316,7 +316,7 @@ pub fn evaluate_span<B: LstmBackend>(
 /// [`evaluate_span`] whose `asymmetric_loss` uses the weights of `evaluation` (the ranking
 /// objective) while `loss` (the trial's own) gives the model-space loss and
 /// `own_asymmetric_loss`.
-pub fn evaluate_span_weighted<B: LstmBackend>(
+pub fn evaluate_span_weighted<B: FusedBackend>(
     model: &HybridLstm<B>,
     dataset: &Dataset,
     set: &SampleSet,

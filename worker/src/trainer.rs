@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
@@ -18,10 +17,11 @@ use shared::dataset::SampleSet;
 use shared::params::HyperParams;
 use shared::trial::EpochReport;
 
+use crate::adam::FusedAdam;
 use crate::error::WorkerError;
 use crate::init::Dropout;
 use crate::loss::LossSpec;
-use crate::lstm::LstmBackend;
+use crate::lstm::FusedBackend;
 use crate::model::{HybridLstm, HybridLstmConfig};
 
 /// ReduceLROnPlateau: halve the rate after this many epochs without improvement.
@@ -128,7 +128,7 @@ pub fn check_shapes(config: &HybridLstmConfig, set: &SampleSet) -> Result<(), Wo
 }
 
 /// Forecasts (scaled space) for every sample of `set`, row-major `[samples, horizon]`.
-pub fn predict<B: LstmBackend>(
+pub fn predict<B: FusedBackend>(
     model: &HybridLstm<B>,
     set: &SampleSet,
     device: &B::Device,
@@ -166,8 +166,8 @@ pub fn train<B>(
     on_epoch: &mut dyn FnMut(&EpochReport),
 ) -> Result<Trained<B::InnerBackend>, WorkerError>
 where
-    B: AutodiffBackend + LstmBackend,
-    B::InnerBackend: LstmBackend,
+    B: AutodiffBackend + FusedBackend,
+    B::InnerBackend: FusedBackend,
 {
     if train.is_empty() {
         return Err(WorkerError::EmptySplit { split: "train" });
@@ -180,12 +180,7 @@ where
 
     let loss_spec = LossSpec::from_params(params);
     let mut model: HybridLstm<B> = config.init(params.seed, device);
-    let mut optimizer = AdamConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(
-            (params.weight_decay > 0.0).then(|| WeightDecayConfig::new(params.weight_decay as f32)),
-        )
-        .init::<B, HybridLstm<B>>();
+    let mut optimizer = FusedAdam::new(1e-8, params.weight_decay as f32).init::<B, HybridLstm<B>>();
     let mut rng = StdRng::seed_from_u64(params.seed);
     let mut dropout = Dropout::train(config.dropout, params.seed.wrapping_add(1));
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -319,7 +314,7 @@ fn device_inner<B: AutodiffBackend>(device: &B::Device) -> &<B::InnerBackend as 
 
 /// Scales every gradient by `max_norm / norm` when the global L2 norm over all parameters
 /// exceeds `max_norm` (PyTorch's `clip_grad_norm_`).
-fn clip_global_norm<B: AutodiffBackend + LstmBackend>(
+fn clip_global_norm<B: AutodiffBackend + FusedBackend>(
     model: &HybridLstm<B>,
     grads: &mut GradientsParams,
     max_norm: f64,

@@ -175,6 +175,10 @@ fn dims2<B: Backend>(tensor: &FloatTensor<B>) -> [usize; 2] {
 
 type Cpu = burn::backend::NdArray<f32>;
 
+/// Rows per rayon task in the CPU backend's row-wise loops (bias rows, bias gradients): enough
+/// work per task to outweigh handing it to another thread.
+const ROWS_PER_TASK: usize = 64;
+
 /// A CPU tensor's values in row-major order, borrowed when its storage already is.
 fn values(tensor: &FloatTensor<Cpu>) -> Cow<'_, [f32]> {
     let NdArrayTensor::F32(storage) = tensor else {
@@ -294,10 +298,11 @@ impl FusedBackend for Cpu {
     ) -> FloatTensor<Self> {
         let ([m, k], [_, n]) = (dims2::<Self>(&x), dims2::<Self>(&w));
         let (x, w, b) = (values(&x), values(&w), values(&b));
-        let mut out = Vec::with_capacity(m * n);
-        for _ in 0..m {
-            out.extend_from_slice(&b);
-        }
+        // The bias in every row, then the product added to it (both on rayon's threads).
+        let mut out = vec![0.0f32; m * n];
+        out.par_chunks_mut(n)
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|row| row.copy_from_slice(&b));
         cpu_kernel::gemm(m, k, n, &x, (k, 1), &w, (n, 1), 1.0, &mut out);
         tensor(out, &[m, n])
     }
@@ -322,10 +327,24 @@ impl FusedBackend for Cpu {
         });
         let mut dw = vec![0.0f32; k * n];
         cpu_kernel::gemm(k, m, n, &x, (1, k), &g, (n, 1), 0.0, &mut dw);
+        // Column sums of fixed row blocks on rayon's threads, then the blocks' sums in order:
+        // the same additions in the same order whatever the thread count.
+        let partial: Vec<Vec<f32>> = g
+            .par_chunks(n * ROWS_PER_TASK)
+            .map(|block| {
+                let mut sum = vec![0.0f32; n];
+                for row in block.chunks_exact(n) {
+                    for (s, v) in sum.iter_mut().zip(row) {
+                        *s += v;
+                    }
+                }
+                sum
+            })
+            .collect();
         let mut db = vec![0.0f32; n];
-        for row in g.chunks_exact(n) {
-            for (sum, v) in db.iter_mut().zip(row) {
-                *sum += v;
+        for block in &partial {
+            for (s, v) in db.iter_mut().zip(block) {
+                *s += v;
             }
         }
         (dx, tensor(dw, &[k, n]), tensor(db, &[n]))

@@ -13,6 +13,8 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 /// What the forward pass computes and the backward pass reads, row-major.
 #[derive(Debug, Clone)]
 pub struct Forward {
@@ -234,32 +236,45 @@ struct Panels {
 }
 
 impl Panels {
-    /// Packs the `[k, n]` matrix whose element `(row, col)` is `at(row, col)`, in panels as
-    /// wide as the register tile of the detected instruction set.
-    fn pack(k: usize, n: usize, at: impl Fn(usize, usize) -> f32) -> Panels {
+    /// Empty panels for a `[k, n]` matrix, as wide as the register tile of the detected
+    /// instruction set, and a function that fills panel `p` (`[k][width]`, `width` columns
+    /// from column `p * width`, fewer in the last one) on rayon's threads.
+    fn pack(k: usize, n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Panels {
         let width = isa().panel_width();
         let mut data = vec![0.0f32; n.div_ceil(width) * k * width];
-        for (p, panel) in data.chunks_exact_mut(k * width).enumerate() {
-            let cols = width.min(n - p * width);
-            for (row, dst) in panel.chunks_exact_mut(width).enumerate() {
-                for (j, d) in dst[..cols].iter_mut().enumerate() {
-                    *d = at(row, p * width + j);
-                }
-            }
-        }
+        data.par_chunks_mut(k * width)
+            .enumerate()
+            .for_each(|(p, panel)| fill(p, panel));
         Panels { k, n, width, data }
     }
 
-    /// Packs a row-major `[k, n]` matrix.
+    /// Packs a row-major `[k, n]` matrix: each panel row is one contiguous copy.
     fn from_row_major(k: usize, n: usize, b: &[f32]) -> Panels {
         assert!(b.len() >= k * n, "matrix buffer too small");
-        Panels::pack(k, n, |row, col| b[row * n + col])
+        let width = isa().panel_width();
+        Panels::pack(k, n, |p, panel| {
+            let col = p * width;
+            let cols = width.min(n - col);
+            for (dst, src) in panel.chunks_exact_mut(width).zip(b.chunks_exact(n)) {
+                dst[..cols].copy_from_slice(&src[col..col + cols]);
+            }
+        })
     }
 
-    /// Packs the transpose `[n, k]` of a row-major `[k, n]` matrix.
+    /// Packs the transpose `[n, k]` of a row-major `[k, n]` matrix: panel row `r` gathers
+    /// column `r` of `width` consecutive rows of `b`.
     fn transposed(k: usize, n: usize, b: &[f32]) -> Panels {
         assert!(b.len() >= k * n, "matrix buffer too small");
-        Panels::pack(n, k, |row, col| b[col * n + row])
+        let width = isa().panel_width();
+        Panels::pack(n, k, |p, panel| {
+            let first = p * width;
+            let rows = &b[first * n..(first + width).min(k) * n];
+            for (r, dst) in panel.chunks_exact_mut(width).enumerate() {
+                for (d, &v) in dst.iter_mut().zip(rows[r..].iter().step_by(n)) {
+                    *d = v;
+                }
+            }
+        })
     }
 }
 

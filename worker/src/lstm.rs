@@ -148,6 +148,16 @@ pub trait FusedBackend: Backend {
         );
         [param - update.mul_scalar(step.lr), m, v]
     }
+
+    /// The sum of the squares of a tensor's values, `[1]` (for gradient-norm clipping).
+    fn sum_squares<const D: usize>(tensor: Tensor<Self, D>) -> Tensor<Self, 1> {
+        tensor.clone().mul(tensor).sum()
+    }
+
+    /// `tensor * factor` (for gradient-norm clipping).
+    fn scale<const D: usize>(tensor: Tensor<Self, D>, factor: f32) -> Tensor<Self, D> {
+        tensor.mul_scalar(factor)
+    }
 }
 
 /// A flat time-major `[T * B, width]` tensor as `[T, B, width]`.
@@ -178,6 +188,10 @@ type Cpu = burn::backend::NdArray<f32>;
 /// Rows per rayon task in the CPU backend's row-wise loops (bias rows, bias gradients): enough
 /// work per task to outweigh handing it to another thread.
 const ROWS_PER_TASK: usize = 64;
+
+/// Elements per rayon task in the CPU backend's passes over whole parameter tensors (Adam,
+/// gradient clipping): enough that a thread's share outweighs handing it over.
+const ADAM_CHUNK: usize = 1 << 15;
 
 /// A CPU tensor's values in row-major order, borrowed when its storage already is.
 fn values(tensor: &FloatTensor<Cpu>) -> Cow<'_, [f32]> {
@@ -357,8 +371,6 @@ impl FusedBackend for Cpu {
         moment_2: Tensor<Self, D>,
         step: &AdamStep,
     ) -> [Tensor<Self, D>; 3] {
-        // Large enough that a thread's share outweighs handing it over.
-        const CHUNK: usize = 1 << 15;
         let dims = param.dims();
         let grad = grad.into_primitive().tensor();
         let grad = values(&grad);
@@ -367,10 +379,10 @@ impl FusedBackend for Cpu {
         let mut p = into_values(param.into_primitive().tensor());
         let mut m = into_values(moment_1.into_primitive().tensor());
         let mut v = into_values(moment_2.into_primitive().tensor());
-        p.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .zip(grad.par_chunks(CHUNK))
+        p.par_chunks_mut(ADAM_CHUNK)
+            .zip(m.par_chunks_mut(ADAM_CHUNK))
+            .zip(v.par_chunks_mut(ADAM_CHUNK))
+            .zip(grad.par_chunks(ADAM_CHUNK))
             .for_each(|(((p, m), v), g)| {
                 for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
                     *p = step.apply(*p, g, m, v);
@@ -378,6 +390,27 @@ impl FusedBackend for Cpu {
             });
         let wrap = |values| Tensor::from_primitive(TensorPrimitive::Float(tensor(values, &dims)));
         [wrap(p), wrap(m), wrap(v)]
+    }
+
+    fn sum_squares<const D: usize>(tensor: Tensor<Self, D>) -> Tensor<Self, 1> {
+        let device = tensor.device();
+        let primitive = tensor.into_primitive().tensor();
+        // Fixed blocks summed in order: the same result whatever the thread count.
+        let partial: Vec<f64> = values(&primitive)
+            .par_chunks(ADAM_CHUNK)
+            .map(|block| block.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
+            .collect();
+        let total = partial.iter().sum::<f64>() as f32;
+        Tensor::from_data(burn::tensor::TensorData::new(vec![total], [1]), &device)
+    }
+
+    fn scale<const D: usize>(grad: Tensor<Self, D>, factor: f32) -> Tensor<Self, D> {
+        let dims = grad.dims();
+        let mut values = into_values(grad.into_primitive().tensor());
+        values
+            .par_chunks_mut(ADAM_CHUNK)
+            .for_each(|block| block.iter_mut().for_each(|v| *v *= factor));
+        Tensor::from_primitive(TensorPrimitive::Float(tensor(values, &dims)))
     }
 }
 

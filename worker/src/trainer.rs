@@ -318,7 +318,9 @@ fn clip_global_norm<B: AutodiffBackend + FusedBackend>(
     model: &HybridLstm<B>,
     grads: &mut GradientsParams,
     max_norm: f64,
-) {
+) where
+    B::InnerBackend: FusedBackend,
+{
     let mut norm = GradNorm::<B> {
         grads,
         sum: None,
@@ -343,10 +345,13 @@ struct GradNorm<'a, B: AutodiffBackend> {
     _backend: PhantomData<B>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B>
+where
+    B::InnerBackend: FusedBackend,
+{
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(grad) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let squares = grad.clone().mul(grad).sum();
+            let squares = B::InnerBackend::sum_squares(grad);
             self.sum = Some(match self.sum.take() {
                 Some(sum) => sum + squares,
                 None => squares,
@@ -361,10 +366,14 @@ struct GradScale<'a, B: AutodiffBackend> {
     _backend: PhantomData<B>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B>
+where
+    B::InnerBackend: FusedBackend,
+{
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register(param.id, grad.mul_scalar(self.factor));
+            let scaled = B::InnerBackend::scale(grad, self.factor as f32);
+            self.grads.register(param.id, scaled);
         }
     }
 }
@@ -411,6 +420,55 @@ pub(crate) mod tests {
             set.origin.push(sample);
         }
         set
+    }
+
+    /// The global L2 norm of a model's gradients.
+    fn grad_norm(model: &HybridLstm<CpuTrainBackend>, grads: &GradientsParams) -> f64 {
+        let mut norm = GradNorm::<CpuTrainBackend> {
+            grads,
+            sum: None,
+            _backend: PhantomData,
+        };
+        model.visit(&mut norm);
+        norm.sum
+            .expect("gradients")
+            .into_scalar()
+            .elem::<f64>()
+            .sqrt()
+    }
+
+    #[test]
+    fn gradient_clipping_scales_the_global_norm_down_to_the_limit_and_leaves_smaller_norms() {
+        let device = Default::default();
+        let set = learnable_set(8, 4);
+        let model: HybridLstm<CpuTrainBackend> = small_config().init(1, &device);
+        let order: Vec<usize> = (0..set.len()).collect();
+        let grads = || {
+            let batch = Batch::<CpuTrainBackend>::gather(&set, &order, &device);
+            let forecast = model.forward(
+                batch.x_temporal,
+                batch.x_static,
+                batch.category,
+                &mut Dropout::Off,
+            );
+            let loss = LossSpec::default().tensor(forecast, batch.y, batch.peak);
+            GradientsParams::from_grads(loss.backward(), &model)
+        };
+        let norm = grad_norm(&model, &grads());
+        assert!(norm > 0.0, "the loss has gradients");
+
+        let mut clipped = grads();
+        clip_global_norm(&model, &mut clipped, norm / 4.0);
+        let after = grad_norm(&model, &clipped);
+        assert!(
+            (after - norm / 4.0).abs() < 1e-4 * norm,
+            "{norm} clipped to {after}"
+        );
+
+        let mut unclipped = grads();
+        clip_global_norm(&model, &mut unclipped, norm * 2.0);
+        let same = grad_norm(&model, &unclipped);
+        assert!((same - norm).abs() < 1e-6 * norm, "{norm} left as {same}");
     }
 
     pub(crate) fn small_config() -> HybridLstmConfig {

@@ -1769,13 +1769,26 @@ async fn cluster_sweep_completes_every_trial_once_when_a_node_dies() {
         format!("OBJ_{}", protocol::DATASETS_BUCKET),
         format!("OBJ_{}", protocol::WEIGHTS_BUCKET),
     ] {
-        let mut handle = js.get_stream(&stream).await.expect("stream exists");
-        let replicas = handle
-            .info()
-            .await
-            .expect("stream info")
-            .config
-            .num_replicas;
+        // The test's own client may have been connected to the killed node, and the cluster
+        // may still be electing leaders: retry until it answers.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let replicas = loop {
+            let answer = match js.get_stream(&stream).await {
+                Ok(mut handle) => handle
+                    .info()
+                    .await
+                    .map(|info| info.config.num_replicas)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match answer {
+                Ok(replicas) => break replicas,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{stream}: no stream info: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
         assert_eq!(replicas, 3, "{stream} has {replicas} replicas");
     }
 }

@@ -191,7 +191,7 @@ const ROWS_PER_TASK: usize = 64;
 
 /// Elements per rayon task in the CPU backend's passes over whole parameter tensors (Adam,
 /// gradient clipping): enough that a thread's share outweighs handing it over.
-const ADAM_CHUNK: usize = 1 << 15;
+const TENSOR_CHUNK: usize = 1 << 15;
 
 /// A CPU tensor's values in row-major order, borrowed when its storage already is.
 fn values(tensor: &FloatTensor<Cpu>) -> Cow<'_, [f32]> {
@@ -379,10 +379,10 @@ impl FusedBackend for Cpu {
         let mut p = into_values(param.into_primitive().tensor());
         let mut m = into_values(moment_1.into_primitive().tensor());
         let mut v = into_values(moment_2.into_primitive().tensor());
-        p.par_chunks_mut(ADAM_CHUNK)
-            .zip(m.par_chunks_mut(ADAM_CHUNK))
-            .zip(v.par_chunks_mut(ADAM_CHUNK))
-            .zip(grad.par_chunks(ADAM_CHUNK))
+        p.par_chunks_mut(TENSOR_CHUNK)
+            .zip(m.par_chunks_mut(TENSOR_CHUNK))
+            .zip(v.par_chunks_mut(TENSOR_CHUNK))
+            .zip(grad.par_chunks(TENSOR_CHUNK))
             .for_each(|(((p, m), v), g)| {
                 for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
                     *p = step.apply(*p, g, m, v);
@@ -397,7 +397,7 @@ impl FusedBackend for Cpu {
         let primitive = tensor.into_primitive().tensor();
         // Fixed blocks summed in order: the same result whatever the thread count.
         let partial: Vec<f64> = values(&primitive)
-            .par_chunks(ADAM_CHUNK)
+            .par_chunks(TENSOR_CHUNK)
             .map(|block| block.iter().map(|&v| f64::from(v) * f64::from(v)).sum())
             .collect();
         let total = partial.iter().sum::<f64>() as f32;
@@ -408,7 +408,7 @@ impl FusedBackend for Cpu {
         let dims = grad.dims();
         let mut values = into_values(grad.into_primitive().tensor());
         values
-            .par_chunks_mut(ADAM_CHUNK)
+            .par_chunks_mut(TENSOR_CHUNK)
             .for_each(|block| block.iter_mut().for_each(|v| *v *= factor));
         Tensor::from_primitive(TensorPrimitive::Float(tensor(values, &dims)))
     }

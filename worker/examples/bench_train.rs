@@ -57,6 +57,16 @@ fn synthetic(n: usize, seed: u64) -> SampleSet {
 /// Samples per second of training (forward, loss, backward, Adam): the median over `epochs`
 /// timed epochs after one warm-up epoch, as the PyTorch reference reports it.
 fn train_rate(config: &HybridLstmConfig, set: &SampleSet, batch: usize, epochs: usize) -> f64 {
+    // On rayon's pool, as the trainer runs its epochs.
+    trainer::on_pool(|| train_on_this_thread(config, set, batch, epochs))
+}
+
+fn train_on_this_thread(
+    config: &HybridLstmConfig,
+    set: &SampleSet,
+    batch: usize,
+    epochs: usize,
+) -> f64 {
     let device = Default::default();
     let loss = LossSpec::default();
     let mut model: HybridLstm<Ad> = config.init(0, &device);
@@ -132,7 +142,8 @@ fn main() {
     let set = synthetic(samples, 7);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    let matmul = matmul_rate(1024);
+    // On rayon's pool, as training runs its products.
+    let matmul = trainer::on_pool(|| matmul_rate(1024));
     println!("machine: {threads} threads; matrix multiply 1024^3: {matmul:.1} GFLOP/s");
     println!("lstm recurrence: fused autodiff operation");
     println!(

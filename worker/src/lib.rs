@@ -3,6 +3,8 @@
 
 pub mod adam;
 pub mod artifacts;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod baselines;
 pub mod cpu_kernel;
 pub mod device;

@@ -9,7 +9,8 @@
 //! runs a register-tiled kernel over them, compiled for AVX-512 or AVX2+FMA when the CPU has
 //! them.
 //! Sigmoid and tanh use an `f32` exponential (Cody-Waite reduction and a degree-6 polynomial,
-//! about 2 ulp) written without branches so that the loops vectorise.
+//! about 2 ulp) written without branches so that the loops vectorise. On AVX-512 the gate
+//! arithmetic runs in [`crate::avx512`] instead, the same formulas on explicit vectors.
 
 use std::ops::Range;
 

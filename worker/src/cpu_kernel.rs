@@ -14,6 +14,7 @@
 
 use std::ops::Range;
 
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -239,8 +240,6 @@ pub(crate) fn gemm(
     // SAFETY: all columns, checked against the slices above.
     unsafe { product.columns(0..n, parallelism) }
 }
-
-use gemm::Parallelism;
 
 /// The operands of one [`gemm`] call as raw parts, so that tasks on other threads can each
 /// write their own columns of `c`.

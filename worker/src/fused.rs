@@ -183,6 +183,8 @@ impl<B: FusedBackend> Backward<B, 3> for Recurrence {
 }
 
 impl<B: FusedBackend, C: CheckpointStrategy> FusedBackend for Autodiff<B, C> {
+    const ON_RAYON: bool = B::ON_RAYON;
+
     fn lstm_recurrence(
         xp: FloatTensor<Self>,
         h0: FloatTensor<Self>,

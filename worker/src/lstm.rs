@@ -31,6 +31,10 @@ use crate::init::{self, Dropout};
 /// of batch row `b`, so that the input projection, the recurrence and the next layer pass
 /// tensors along without reshaping them (a reshape copies on the CPU backend).
 pub trait FusedBackend: Backend {
+    /// Whether this backend's kernels split their work over rayon's pool, so that training
+    /// runs faster on one of the pool's threads ([`crate::trainer::on_pool`]).
+    const ON_RAYON: bool = false;
+
     /// Runs the recurrence of one LSTM layer.
     ///
     /// - `xp`: `[T * B, 4H]`, the input projection `x W_ih + b_ih + b_hh` of every step
@@ -234,6 +238,8 @@ fn tensor(values: Vec<f32>, dims: &[usize]) -> FloatTensor<Cpu> {
 }
 
 impl FusedBackend for Cpu {
+    const ON_RAYON: bool = true;
+
     fn lstm_recurrence(
         xp: FloatTensor<Self>,
         h0: FloatTensor<Self>,

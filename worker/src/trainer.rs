@@ -140,6 +140,17 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| work())
 }
 
+/// Runs `work` where backend `B` computes fastest: on rayon's pool ([`on_pool`]) when its
+/// kernels run there (the CPU backend), on this thread otherwise (the CUDA backend, whose
+/// kernels run on the GPU).
+fn on_backend_threads<B: FusedBackend, R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if B::ON_RAYON {
+        on_pool(work)
+    } else {
+        work()
+    }
+}
+
 /// How the batches of one epoch ended.
 enum EpochEnd {
     /// Every batch ran; the sum over samples of the training loss.
@@ -151,7 +162,7 @@ enum EpochEnd {
 }
 
 /// Forecasts (scaled space) for every sample of `set`, row-major `[samples, horizon]`, computed
-/// on rayon's pool ([`on_pool`]).
+/// on rayon's pool for the CPU backend ([`on_pool`]).
 pub fn predict<B: FusedBackend>(
     model: &HybridLstm<B>,
     set: &SampleSet,
@@ -160,7 +171,7 @@ pub fn predict<B: FusedBackend>(
     // A module is `Send` but not `Sync`: the worker gets its own handle, which shares the
     // parameter buffers rather than copying them.
     let model = model.clone();
-    on_pool(move || predict_here(&model, set, device))
+    on_backend_threads::<B, _>(move || predict_here(&model, set, device))
 }
 
 fn predict_here<B: FusedBackend>(
@@ -245,7 +256,7 @@ where
 
     for epoch in 1..=params.epochs {
         order.shuffle(&mut rng);
-        let (next, end) = on_pool(|| {
+        let (next, end) = on_backend_threads::<B, _>(|| {
             let mut model = model;
             let mut loss_sum = 0.0;
             for chunk in order.chunks(params.batch_size) {

@@ -298,28 +298,6 @@ impl Product {
     }
 }
 
-/// Copies a panel row. Full rows of the two panel widths are fixed-size copies, which compile
-/// to a few vector moves: a `memcpy` call per 32-value row made packing a 256 x 1024 matrix
-/// take about 130 us on two threads.
-#[inline(always)]
-fn copy_short(dst: &mut [f32], src: &[f32]) {
-    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
-        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
-            (Ok(dst), Ok(src)) => {
-                *dst = *src;
-                true
-            }
-            _ => false,
-        }
-    }
-    if !fixed::<32>(dst, src) && !fixed::<16>(dst, src) {
-        dst.copy_from_slice(src);
-    }
-}
-
-/// Panel rows that [`Panels::transposed`] fills at a time.
-const TRANSPOSE_BLOCK: usize = 16;
-
 /// A `[k, n]` matrix cut into panels of `width` whole columns, each panel row-major
 /// (`[n / width][k][width]`, the last panel zero-padded): the layout [`step_gemm`] reads. A
 /// register tile then streams one contiguous block instead of `k` rows a page apart (measured
@@ -353,29 +331,22 @@ impl Panels {
             let col = p * width;
             let cols = width.min(n - col);
             for (dst, src) in panel.chunks_exact_mut(width).zip(b.chunks_exact(n)) {
-                copy_short(&mut dst[..cols], &src[col..col + cols]);
+                dst[..cols].copy_from_slice(&src[col..col + cols]);
             }
         })
     }
 
-    /// Packs the transpose `[n, k]` of a row-major `[k, n]` matrix: panel row `r` is column
-    /// `r` of `width` consecutive rows of `b`. The panel is filled [`TRANSPOSE_BLOCK`] of its
-    /// rows at a time, reading each source row's stretch contiguously and scattering it inside
-    /// a block small enough for L1; gathering one column at a time from rows a page apart
-    /// took 0.2-0.4 ms per backward call at hidden 128-256.
+    /// Packs the transpose `[n, k]` of a row-major `[k, n]` matrix: panel row `r` gathers
+    /// column `r` of `width` consecutive rows of `b`.
     fn transposed(k: usize, n: usize, b: &[f32]) -> Panels {
         assert!(b.len() >= k * n, "matrix buffer too small");
         let width = isa().panel_width();
         Panels::pack(n, k, |p, panel| {
             let first = p * width;
             let rows = &b[first * n..(first + width).min(k) * n];
-            for (block, dst) in panel.chunks_mut(TRANSPOSE_BLOCK * width).enumerate() {
-                let start = block * TRANSPOSE_BLOCK;
-                for (col, row) in rows.chunks_exact(n).enumerate() {
-                    let stretch = &row[start..start + dst.len() / width];
-                    for (d, &v) in dst.chunks_exact_mut(width).zip(stretch) {
-                        d[col] = v;
-                    }
+            for (r, dst) in panel.chunks_exact_mut(width).enumerate() {
+                for (d, &v) in dst.iter_mut().zip(rows[r..].iter().step_by(n)) {
+                    *d = v;
                 }
             }
         })

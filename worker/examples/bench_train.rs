@@ -1,6 +1,7 @@
 //! Training throughput of the HybridLSTM on the CPU backend.
 //!
-//! `cargo run -p worker --example bench_train [-- --epochs N --samples N --only 128x2:32]`
+//! `cargo run -p worker --example bench_train [-- --epochs N --samples N --only 128x2:32
+//! [--concurrent N]]`
 //!
 //! Prints samples/s (the median of 5 timed epochs after a warm-up epoch) for the default model
 //! (hidden 128, 2 layers) at batch 32 and 64 and for hidden 256 with 3 layers, the achieved
@@ -168,6 +169,21 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    // `--only CASE --concurrent N`: N trainings of that case at once in this process, as a
+    // sweep runs N trials with `--workers N`; prints their total samples/s.
+    let concurrent = value("--concurrent", 1);
+    if let (Some(only), true) = (&only, concurrent > 1) {
+        let Some((name, config, batch)) = cases
+            .iter()
+            .find(|(name, _, batch)| *only == format!("{name}:{batch}"))
+        else {
+            eprintln!("bench_train: unknown case {only}; cases are 128x2:32, 128x2:64, 256x3:32, 256x3:64");
+            std::process::exit(2);
+        };
+        let total = concurrent_rate(config, &set, *batch, epochs, concurrent);
+        println!("{name:<12} {batch:>6} {total:>12.0}   ({concurrent} trainings at once, total)");
+        return;
+    }
     let mut fused_default = 0.0;
     for (name, config, batch) in cases {
         if only
@@ -202,22 +218,31 @@ fn main() {
     );
 
     let started = Instant::now();
-    let rates: Vec<f64> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..2)
-            .map(|_| scope.spawn(|| train_rate(&default, &set, 32, epochs)))
+    let total = concurrent_rate(&default, &set, 32, epochs, 2);
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "128x2 batch 32, two trainings on two threads: {total:.0} smp/s together \
+         ({:.2}x one training; {wall:.1} s wall)",
+        total / fused_default
+    );
+}
+
+/// The total samples per second of `n` trainings running at once, each on its own thread and
+/// sharing rayon's pool, as trials of a sweep with `--workers n` do.
+fn concurrent_rate(
+    config: &HybridLstmConfig,
+    set: &SampleSet,
+    batch: usize,
+    epochs: usize,
+    n: usize,
+) -> f64 {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| scope.spawn(|| train_rate(config, set, batch, epochs)))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("training thread"))
-            .collect()
-    });
-    let wall = started.elapsed().as_secs_f64();
-    println!(
-        "128x2 batch 32, two trainings on two threads: {:.0} + {:.0} smp/s = {:.0} smp/s \
-         ({:.2}x one training; {wall:.1} s wall)",
-        rates[0],
-        rates[1],
-        rates[0] + rates[1],
-        (rates[0] + rates[1]) / fused_default
-    );
+            .sum()
+    })
 }

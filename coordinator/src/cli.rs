@@ -101,7 +101,8 @@ pub struct LaunchArgs {
     /// Shipments file (CSV or Parquet); overrides the spec's data.path.
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
-    /// In-process workers for the embedded launch. Default: 1.
+    /// In-process workers for the embedded launch, each training on its share of the CPU
+    /// cores. Default: 1.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub workers: usize,
     /// Run at most N trials (after the spec's own max_trials).
@@ -110,7 +111,8 @@ pub struct LaunchArgs {
     /// Run folder; results go to DIR/<sweep>/. Default: runs.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub out: PathBuf,
-    /// With --nats: also run N workers inside this process.
+    /// With --nats: also run N workers inside this process, each training on its share of the
+    /// CPU cores.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub local_workers: usize,
     /// With --nats: publish the trials and return without following results.
@@ -202,7 +204,7 @@ pub struct WorkerArgs {
         value_name = "DEVICE"
     )]
     pub device: String,
-    /// Trials run concurrently by this worker.
+    /// Trials run concurrently by this worker, each training on its share of the CPU cores.
     #[arg(long, env = "SWEEP_SLOTS", default_value_t = 1, value_name = "N")]
     pub slots: usize,
     /// Worker name in results and logs; default host name and process id.

@@ -228,7 +228,8 @@ fn main() {
 }
 
 /// The total samples per second of `n` trainings running at once, each on its own thread and
-/// sharing rayon's pool, as trials of a sweep with `--workers n` do.
+/// its share of the cores ([`trainer::on_core_share`]), as trials of a sweep with
+/// `--workers n` run.
 fn concurrent_rate(
     config: &HybridLstmConfig,
     set: &SampleSet,
@@ -238,7 +239,11 @@ fn concurrent_rate(
 ) -> f64 {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
-            .map(|_| scope.spawn(|| train_rate(config, set, batch, epochs)))
+            .map(|_| {
+                scope.spawn(move || {
+                    trainer::on_core_share(n, || train_rate(config, set, batch, epochs))
+                })
+            })
             .collect();
         handles
             .into_iter()

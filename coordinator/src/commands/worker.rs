@@ -28,6 +28,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         name: name.clone(),
         device: args.device.clone(),
         slots: args.slots.max(1),
+        core_shares: args.slots.max(1),
         max_consecutive_failures: args.max_consecutive_failures,
         cache_dir: args.cache_dir.clone().unwrap_or_else(default_cache_dir),
     };

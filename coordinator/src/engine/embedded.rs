@@ -68,6 +68,7 @@ impl EmbeddedTransport {
                 data: data.clone(),
                 device,
                 trial_dir: trial_dir.clone(),
+                shares: workers.max(1),
             };
             let handle = std::thread::Builder::new()
                 .name(worker.name.clone())
@@ -152,6 +153,8 @@ struct WorkerLoop {
     data: DataConfig,
     device: DeviceSpec,
     trial_dir: TrialDirFn,
+    /// Workers in this process: each trial runs on its share of the cores.
+    shares: usize,
 }
 
 impl WorkerLoop {
@@ -179,8 +182,9 @@ impl WorkerLoop {
                     report: *report,
                 });
             };
-            let result =
-                worker::execute_with_data(&trial, &self.shipments, &self.data, &ctx, &mut on_epoch);
+            let result = worker::trainer::on_core_share(self.shares, || {
+                worker::execute_with_data(&trial, &self.shipments, &self.data, &ctx, &mut on_epoch)
+            });
             // The engine may have stopped listening (it shut down); nothing is left to tell it.
             let _ = self.events.send(TransportEvent::Finished(result));
         }

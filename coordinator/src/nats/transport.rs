@@ -138,6 +138,7 @@ impl NatsTransport {
                 name: format!("{}-local-{}", hostname(), index + 1),
                 device: device.to_string(),
                 slots: 1,
+                core_shares: count,
                 max_consecutive_failures: 0,
                 cache_dir: default_cache_dir(),
             };

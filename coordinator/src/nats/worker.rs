@@ -85,6 +85,9 @@ pub struct WorkerConfig {
     pub device: String,
     /// Trials run at the same time. At least 1.
     pub slots: usize,
+    /// Trials that train at once in this process (this worker's slots, or the slots of every
+    /// worker it runs beside); each trains on that share of the cores.
+    pub core_shares: usize,
     /// Consecutive failed trials after which the worker stops. 0 never stops.
     pub max_consecutive_failures: usize,
     /// Folder of the dataset cache and the trials' scratch folders.
@@ -416,6 +419,7 @@ async fn execute(
         let trial_message = trial_message.clone();
         let out_dir = out_dir.clone();
         let cancel = cancel.clone();
+        let shares = shared.config.core_shares.max(1);
         tokio::task::spawn_blocking(move || {
             let input = RunInput {
                 trial: &trial_message.trial,
@@ -425,9 +429,12 @@ async fn execute(
                 out_dir: &out_dir,
                 cancel: &cancel,
             };
-            runner(input, &mut |report: &EpochReport| {
-                // The receiver lives until this closure is dropped; a send cannot fail earlier.
-                let _ = progress_tx.send(*report);
+            ::worker::trainer::on_core_share(shares, || {
+                runner(input, &mut |report: &EpochReport| {
+                    // The receiver lives until this closure is dropped; a send cannot fail
+                    // earlier.
+                    let _ = progress_tx.send(*report);
+                })
             })
         })
     };

@@ -574,8 +574,17 @@ pub(crate) mod tests {
     fn run(params: &HyperParams, set: &SampleSet) -> Trained<CpuBackend> {
         let mut config = small_config();
         config.dropout = params.dropout;
+        run_config(&config, params, set)
+    }
+
+    /// Trains `config` on `set`, which also serves as the validation set.
+    fn run_config(
+        config: &HybridLstmConfig,
+        params: &HyperParams,
+        set: &SampleSet,
+    ) -> Trained<CpuBackend> {
         train::<CpuTrainBackend>(
-            &config,
+            config,
             params,
             set,
             set,
@@ -637,8 +646,8 @@ pub(crate) mod tests {
 
     #[test]
     fn training_history_does_not_depend_on_the_thread_count() {
-        // Large enough that the recurrence splits its batch rows and the dense products their
-        // columns over the threads of a pool.
+        // Large enough that the recurrence splits its batch rows, and the matrix products their
+        // blocks, over the threads of a pool.
         let set = learnable_set(64, 3);
         let config = HybridLstmConfig {
             hidden_size: 64,
@@ -654,19 +663,7 @@ pub(crate) mod tests {
                 .num_threads(threads)
                 .build()
                 .expect("thread pool");
-            pool.install(|| {
-                train::<CpuTrainBackend>(
-                    &config,
-                    &params,
-                    &set,
-                    &set,
-                    &Default::default(),
-                    &AtomicBool::new(false),
-                    &mut |_| {},
-                )
-                .unwrap()
-                .history
-            })
+            pool.install(|| run_config(&config, &params, &set).history)
         };
         let one = on(1);
         assert_eq!(one.len(), 2);

@@ -607,6 +607,58 @@ fn relative_out_first_attempts_do_not_fail_on_missing_history_csv() {
 }
 
 #[test]
+fn trials_on_two_workers_score_exactly_as_on_one() {
+    // Two workers each train on a pool of their own with half the cores; one worker trains on
+    // every core. A batch of 32 splits the recurrence over the threads of a pool, so the two
+    // launches run each trial on different thread counts, which must not change its result.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "share.yaml",
+        &TINY
+            .replace("name: tiny", "name: share")
+            .replace("hidden_size: [8, 16]", "hidden_size: [16, 32]")
+            .replace("batch_size: 64", "batch_size: 32"),
+    );
+    let metrics_by_trial = |out: &str, workers: &str| {
+        let launched = sweep(
+            dir.path(),
+            &[
+                "launch",
+                spec.to_str().unwrap(),
+                "--out",
+                out,
+                "--workers",
+                workers,
+            ],
+        );
+        assert_eq!(
+            launched.status.code(),
+            Some(0),
+            "{}",
+            text(&launched.stderr)
+        );
+        let mut lines: Vec<(String, Value)> =
+            results(&dir.path().join(out).join("share/results.jsonl"))
+                .into_iter()
+                .map(|line| {
+                    assert_eq!(line["status"], "completed", "{line}");
+                    (
+                        line["trial_id"].as_str().unwrap().to_string(),
+                        line["metrics"].clone(),
+                    )
+                })
+                .collect();
+        lines.sort_by(|a, b| a.0.cmp(&b.0));
+        lines
+    };
+    let one = metrics_by_trial("one", "1");
+    let two = metrics_by_trial("two", "2");
+    assert_eq!(one.len(), 2);
+    assert_eq!(one, two);
+}
+
+#[test]
 fn erroring_trial_is_retried_then_listed_as_error_with_its_reason() {
     // A trial folder that cannot be created (a file sits where `trials/` should be) makes every
     // attempt fail with status `error`, the one status the engine retries.

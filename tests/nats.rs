@@ -580,8 +580,10 @@ fn launch_over_nats_with_two_workers_matches_the_embedded_leaderboard() {
         "{}",
         String::from_utf8_lossy(&embedded.stderr)
     );
+    // Worker b trains two trials at once, each on a pool of its own with its share of the
+    // cores; worker a one at a time on the whole machine. Both must agree with the embedded run.
     let _a = WorkerProcess::start(&server, "a");
-    let _b = WorkerProcess::start(&server, "b");
+    let _b = WorkerProcess::start_with(&server, "b", &["--slots", "2"]);
     let remote = launch(&spec, &nats_out, Some(&server)).output().unwrap();
     assert!(
         remote.status.success(),

@@ -13,9 +13,10 @@
 # ratio.
 #
 # TRAININGS (default 1) above 1 measures a sweep's other lever, several trials at once: that
-# many trainings run together, `bench_train --concurrent N` in one process on one shared
-# thread pool against N PyTorch processes started together with the cores divided between
-# them; each side's figure is the sum of its trainings' samples/s.
+# many trainings run together, `bench_train --concurrent N` in one process, each training on
+# its share of the cores as a sweep's trials are, against N PyTorch processes started together
+# with the cores divided between them; each side's figure is the sum of its trainings'
+# samples/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

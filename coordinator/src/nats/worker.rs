@@ -419,7 +419,7 @@ async fn execute(
         let trial_message = trial_message.clone();
         let out_dir = out_dir.clone();
         let cancel = cancel.clone();
-        let shares = shared.config.core_shares.max(1);
+        let shares = shared.config.core_shares;
         tokio::task::spawn_blocking(move || {
             let input = RunInput {
                 trial: &trial_message.trial,
